@@ -1,0 +1,554 @@
+"""The catalog: `catalog.yaml` read, validated and turned into typed, frozen models.
+
+DESIGN.md contract 2. Structural rules (keys, types) live in the pydantic models below, which are
+also the source of the JSON Schema (`buildgen schema`); the rules that need the file system or
+more than one entry (names, task lists, contexts, combinations) are checked after them. Every
+problem found is reported, each with its file, line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import semver
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import naming
+from .errors import CatalogError, Location, Problem
+from .naming import Axis
+from .platforms import platform_problem
+from .yamlsource import Document
+from .yamlsource import Path as YamlPath
+from .yamlsource import load as load_yaml
+
+SCHEMA_VERSION = 1
+DEFAULT_CATALOG = "catalog.yaml"
+
+Text = Annotated[str, Field(strict=True)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ImageSpec(_Model):
+    """How to build one image; the keys every catalog entry shares."""
+
+    context: Text = Field(
+        description="Build context directory, relative to the catalog file.",
+        examples=["containers/agents/claude-code"],
+    )
+    dockerfile: Text | None = Field(
+        default=None,
+        description="Dockerfile, relative to the catalog file. Default: <context>/Dockerfile.",
+    )
+    target: Text | None = Field(
+        default=None, description="Build stage of the Dockerfile to build (docker build --target)."
+    )
+    version: Text | None = Field(
+        default=None,
+        description="Semantic version of the image (quote it: YAML reads 1.10 as a number). "
+        "It is the image's tag; without a version the tag is 'latest'.",
+        examples=["1.2.0"],
+    )
+    platforms: list[Text] | None = Field(
+        default=None,
+        description="Platforms to build, overriding the catalog-wide default.",
+        examples=[["linux/amd64"]],
+    )
+    args: dict[str, Text] = Field(
+        default_factory=dict,
+        description="Build arguments (values are strings: quote numbers).",
+        examples=[{"PYTHON": "3.11"}],
+    )
+    labels: dict[str, Text] = Field(
+        default_factory=dict, description="Image labels, added to (and overriding) the catalog's."
+    )
+    cache_from: list[Text] = Field(
+        default_factory=list,
+        description="buildx cache sources, as CSV strings (e.g. 'type=registry,ref=...').",
+    )
+    cache_to: list[Text] = Field(
+        default_factory=list, description="buildx cache destinations, as CSV strings."
+    )
+    description: Text | None = Field(
+        default=None, description="Free text; becomes the org.opencontainers.image.description label."
+    )
+
+
+class Benchmark(ImageSpec):
+    """A benchmark: one shared environment image, or one image per task."""
+
+    tasks: Text | list[Text] | None = Field(
+        default=None,
+        description="Per-task benchmark: a file (one task id per line, '#' comments) relative "
+        "to the catalog, or an inline list. One image per task, benchmarks/<b>:<task>, "
+        "built with the build argument TASK_ID.",
+        examples=["tasks/swe-bench.txt", ["task-1", "task-2"]],
+    )
+
+
+class Agent(ImageSpec):
+    """An agent: its files live under the paths it provides."""
+
+    provides: list[Text] = Field(
+        default_factory=lambda: ["/opt/agent"],
+        description="Absolute paths this image contributes to a fused rootfs.",
+    )
+
+
+class Gateway(ImageSpec):
+    """A model gateway: its files live under the paths it provides (root-only by convention)."""
+
+    provides: list[Text] = Field(
+        default_factory=lambda: ["/opt/gateway"],
+        description="Absolute paths this image contributes to a fused rootfs.",
+    )
+
+
+class Combination(_Model):
+    """A rule that pre-bakes evals/<b>--<a> images (container mode)."""
+
+    benchmark: Text = Field(description="Benchmark name, or a glob over benchmark names.")
+    agents: list[Text] = Field(
+        min_length=1, description="Agent names or globs ('*' is every agent)."
+    )
+    gateway: Text | None = Field(default=None, description="Gateway whose paths are added too.")
+    version: Text | None = Field(
+        default=None, description="Semantic version of the combination images (their tag)."
+    )
+
+
+class CatalogModel(_Model):
+    """catalog.yaml: everything buildgen builds, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        title="buildgen catalog",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal[1] = Field(description="Catalog schema version.")
+    registry: Text = Field(
+        description="Prefix of every image name; `--registry` overrides it.",
+        examples=["ghcr.io/acme/evals"],
+    )
+    platforms: list[Text] = Field(
+        min_length=1,
+        description="Default platforms of every image.",
+        examples=[["linux/amd64", "linux/arm64"]],
+    )
+    labels: dict[str, Text] = Field(default_factory=dict, description="Labels added to every image.")
+    core: dict[str, ImageSpec] = Field(
+        default_factory=dict, description="Core images (core/<name>), e.g. the crane-runner."
+    )
+    benchmarks: dict[str, Benchmark] = Field(default_factory=dict)
+    agents: dict[str, Agent] = Field(default_factory=dict)
+    gateways: dict[str, Gateway] = Field(default_factory=dict)
+    combinations: list[Combination] = Field(default_factory=list)
+
+    @field_validator("core", "benchmarks", "agents", "gateways", mode="before")
+    @classmethod
+    def _null_section_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
+    "core": (Axis.CORE, ImageSpec),
+    "benchmarks": (Axis.BENCHMARK, Benchmark),
+    "agents": (Axis.AGENT, Agent),
+    "gateways": (Axis.GATEWAY, Gateway),
+}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A validated catalog: the model, where it lives, and every benchmark's task ids."""
+
+    path: Path
+    model: CatalogModel
+    tasks: Mapping[str, tuple[str, ...]]
+    digest: str
+
+    @property
+    def root(self) -> Path:
+        """The directory that contexts and Dockerfiles are relative to."""
+        return self.path.parent
+
+
+def catalog_schema() -> dict[str, Any]:
+    """The JSON Schema of catalog.yaml, generated from the models."""
+    return CatalogModel.model_json_schema()
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read and validate a catalog; raise CatalogError listing every problem found."""
+    catalog_path = Path(path)
+    shown = os.fspath(path)
+    try:
+        raw = catalog_path.read_bytes()
+    except OSError as exc:
+        raise CatalogError(
+            [Problem(Location(shown, 1, 1), f"cannot read the catalog: {exc.strerror}")]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CatalogError(
+            [Problem(Location(shown, 1, 1), f"the catalog is not UTF-8: {exc.reason}")]
+        ) from None
+    doc, problems = load_yaml(text, shown)
+    if problems:
+        raise CatalogError(problems)
+    checker = _Checker(doc, catalog_path.parent)
+    model = checker.check()
+    if checker.problems or model is None:
+        raise CatalogError(checker.problems)
+    return Catalog(
+        path=catalog_path, model=model, tasks=checker.tasks, digest=_digest(model, checker.tasks)
+    )
+
+
+def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
+    """A digest of what the catalog means (not how it is spelled): comments and order don't count."""
+    normalized = {"catalog": model.model_dump(mode="json"), "tasks": tasks}
+    encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+_FRIENDLY_TYPES = {
+    "string_type": "must be a string",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "int_type": "must be an integer",
+}
+
+
+class _Checker:
+    """Collects every problem of one catalog document."""
+
+    def __init__(self, doc: Document, root: Path) -> None:
+        self.doc = doc
+        self.root = root
+        self.problems: list[Problem] = []
+        self.tasks: dict[str, tuple[str, ...]] = {}
+        self._checked_paths: dict[tuple[str, str], str | None] = {}
+
+    def add(self, path: YamlPath, message: str, *, key: bool = False) -> None:
+        self.problems.append(Problem(self.doc.at(path, key=key), message))
+
+    def check(self) -> CatalogModel | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.add((), "the catalog must be a mapping with keys version, registry, platforms, ...")
+            return None
+        model = self._structure(data)
+        self._names(data)
+        if isinstance(data.get("registry"), str):
+            problem = naming.registry_prefix_problem(data["registry"])
+            if problem:
+                self.add(("registry",), problem)
+        self._platforms(data.get("platforms"), ("platforms",))
+        for section, (_axis, spec_type) in SECTIONS.items():
+            entries = data.get(section)
+            if not isinstance(entries, dict):
+                continue
+            for name, entry in entries.items():
+                spec = self._entry(spec_type, entry)
+                if spec is not None:
+                    self._spec(section, name, spec)
+        self._combinations(data)
+        return model
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def _structure(self, data: dict[str, Any]) -> CatalogModel | None:
+        try:
+            return CatalogModel.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                self._pydantic_error(error)
+            return None
+
+    def _pydantic_error(self, error: Mapping[str, Any]) -> None:
+        loc: YamlPath = tuple(
+            part for part in error["loc"] if not (isinstance(part, str) and part.startswith("["))
+        )
+        kind = error["type"]
+        # A union (tasks: str | list) reports one error per branch; keep the location, one message.
+        loc = tuple(p for p in loc if p not in ("str", "list[str]", "list[constrained-str]"))
+        if kind == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            allowed = sorted(model.model_fields) if model else []
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, 1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            known = f" (known keys: {', '.join(allowed)})" if allowed and not hint else ""
+            self.add(loc, f"unknown key {loc[-1]!r}{suggestion}{known}", key=True)
+        elif kind == "missing":
+            self.add(loc[:-1], f"missing required key {loc[-1]!r}")
+        elif kind == "literal_error" and loc == ("version",):
+            self.add(loc, f"unsupported catalog version {error['input']!r}; this buildgen reads "
+                     f"version {SCHEMA_VERSION}")
+        elif kind in _FRIENDLY_TYPES:
+            value = error["input"]
+            message = f"{_describe(loc)} {_FRIENDLY_TYPES[kind]}, not {_yaml_type(value)}"
+            if kind == "string_type" and isinstance(value, (int, float, bool)):
+                message += f" (quote it: \"{self.doc.raw.get(loc, value)}\")"
+            self._add_once(loc, message)
+        elif kind == "too_short":
+            self.add(loc, f"{_describe(loc)} must not be empty")
+        else:
+            self._add_once(loc, f"{_describe(loc)}: {error['msg']}")
+
+    def _add_once(self, loc: YamlPath, message: str) -> None:
+        location = self.doc.at(loc)
+        if any(p.location == location for p in self.problems):
+            return
+        self.problems.append(Problem(location, message))
+
+    def _entry(self, spec_type: type[ImageSpec], entry: Any) -> ImageSpec | None:
+        try:
+            return spec_type.model_validate(entry)
+        except ValidationError:
+            return None  # already reported by the whole-catalog validation
+
+    # -- names -------------------------------------------------------------------------------
+
+    def _names(self, data: dict[str, Any]) -> None:
+        for section in SECTIONS:
+            entries = data.get(section)
+            if isinstance(entries, dict):
+                for name in entries:
+                    problem = naming.axis_name_problem(str(name))
+                    if problem:
+                        self.add((section, name), f"{section}: {problem}", key=True)
+
+    # -- one entry ---------------------------------------------------------------------------
+
+    def _spec(self, section: str, name: str, spec: ImageSpec) -> None:
+        base: YamlPath = (section, name)
+        context = self._directory(spec.context, (*base, "context"), "context directory")
+        dockerfile = spec.dockerfile or (
+            f"{spec.context.rstrip('/')}/Dockerfile" if spec.context else "Dockerfile"
+        )
+        if context is not None or spec.dockerfile:
+            where = (*base, "dockerfile") if spec.dockerfile else (*base, "context")
+            self._file(dockerfile, where, "Dockerfile")
+        if spec.version is not None and not semver.Version.is_valid(spec.version):
+            self.add((*base, "version"), f"version {spec.version!r} is not a semantic version "
+                     "(MAJOR.MINOR.PATCH, e.g. '1.2.0')")
+        self._platforms(spec.platforms, (*base, "platforms"))
+        for arg in spec.args:
+            if not arg or any(c in arg for c in "= \t\n"):
+                self.add((*base, "args", arg), f"build argument name {arg!r} is not valid", key=True)
+        for label in spec.labels:
+            if not label:
+                self.add((*base, "labels"), "a label name must not be empty")
+        if isinstance(spec, (Agent, Gateway)):
+            self._provides(spec.provides, (*base, "provides"))
+        if isinstance(spec, Benchmark) and spec.tasks is not None:
+            self._tasks(name, spec.tasks, (*base, "tasks"))
+
+    def _platforms(self, platforms: Any, path: YamlPath) -> None:
+        if not isinstance(platforms, list):
+            return
+        seen: set[str] = set()
+        for i, platform in enumerate(platforms):
+            if not isinstance(platform, str):
+                continue
+            problem = platform_problem(platform)
+            if problem:
+                self.add((*path, i), problem)
+            elif platform in seen:
+                self.add((*path, i), f"platform {platform!r} is listed twice")
+            seen.add(platform)
+        if not platforms and path != ("platforms",):
+            self.add(path, "platforms must not be empty (omit the key to use the default)")
+
+    def _provides(self, provides: list[str], path: YamlPath) -> None:
+        if not provides:
+            self.add(path, "provides must list at least one path")
+        for i, item in enumerate(provides):
+            parts = item.split("/")
+            if not item.startswith("/") or item == "/":
+                self.add((*path, i), f"provided path {item!r} must be an absolute path below '/'")
+            elif any(part in (".", "..") for part in parts) or "//" in item.rstrip("/"):
+                self.add((*path, i), f"provided path {item!r} must be normalized (no '.', '..' "
+                         "or '//')")
+
+    def _directory(self, relative: str, path: YamlPath, what: str) -> Path | None:
+        problem = self._path_problem(relative, "dir")
+        if problem:
+            self.add(path, f"{what} {relative!r} {problem}")
+            return None
+        return self.root / relative
+
+    def _file(self, relative: str, path: YamlPath, what: str) -> None:
+        problem = self._path_problem(relative, "file")
+        if problem:
+            self.add(path, f"{what} {relative!r} {problem}")
+
+    def _path_problem(self, relative: str, kind: str) -> str | None:
+        cache_key = (relative, kind)
+        if cache_key not in self._checked_paths:
+            self._checked_paths[cache_key] = _path_problem(self.root, relative, kind)
+        return self._checked_paths[cache_key]
+
+    def _tasks(self, benchmark: str, tasks: str | list[str], path: YamlPath) -> None:
+        if isinstance(tasks, str):
+            ids = self._task_file(tasks, path)
+            if ids is None:
+                return
+        else:
+            ids = [(task, self.doc.at((*path, i))) for i, task in enumerate(tasks)]
+        seen: dict[str, Location] = {}
+        for task, location in ids:
+            problem = naming.task_id_problem(task)
+            if problem:
+                self.problems.append(Problem(location, problem))
+            elif task in seen:
+                first = seen[task]
+                self.problems.append(
+                    Problem(location, f"duplicate task id {task!r} (first listed at "
+                            f"{first.path}:{first.line})")
+                )
+            else:
+                seen[task] = location
+        if not ids:
+            self.add(path, f"benchmark {benchmark!r} is per-task but its task list is empty")
+        self.tasks[benchmark] = tuple(seen)
+
+    def _task_file(self, relative: str, path: YamlPath) -> list[tuple[str, Location]] | None:
+        problem = self._path_problem(relative, "file")
+        if problem:
+            self.add(path, f"task list {relative!r} {problem}")
+            return None
+        shown = os.path.join(os.path.dirname(self.doc.path), relative)
+        try:
+            text = (self.root / relative).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.add(path, f"cannot read task list {relative!r}: {exc}")
+            return None
+        ids = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            content = line.split("#", 1)[0]
+            task = content.strip()
+            if task:
+                ids.append((task, Location(shown, number, len(content) - len(content.lstrip()) + 1)))
+        return ids
+
+    # -- combinations ------------------------------------------------------------------------
+
+    def _combinations(self, data: dict[str, Any]) -> None:
+        rules = data.get("combinations")
+        if not isinstance(rules, list):
+            return
+        names = {
+            section: sorted(data[section]) if isinstance(data.get(section), dict) else []
+            for section in ("benchmarks", "agents", "gateways")
+        }
+        pairs: dict[tuple[str, str], int] = {}
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                continue
+            base: YamlPath = ("combinations", i)
+            benchmarks = self._match(rule.get("benchmark"), names["benchmarks"], "benchmark",
+                                     (*base, "benchmark"))
+            agent_patterns = rule.get("agents")
+            agents: list[str] = []
+            if isinstance(agent_patterns, list):
+                for j, pattern in enumerate(agent_patterns):
+                    agents += self._match(pattern, names["agents"], "agent", (*base, "agents", j))
+            gateway = rule.get("gateway")
+            if isinstance(gateway, str) and gateway not in names["gateways"]:
+                self.add((*base, "gateway"), _unknown("gateway", gateway, names["gateways"]))
+            if isinstance(rule.get("version"), str) and not semver.Version.is_valid(rule["version"]):
+                self.add((*base, "version"), f"version {rule['version']!r} is not a semantic "
+                         "version (MAJOR.MINOR.PATCH)")
+            for benchmark in benchmarks:
+                for agent in dict.fromkeys(agents):
+                    if (benchmark, agent) in pairs:
+                        self.add(base, f"combination {benchmark}--{agent} is already made by "
+                                 f"combination rule {pairs[benchmark, agent] + 1}")
+                    pairs.setdefault((benchmark, agent), i)
+
+    def _match(self, pattern: Any, names: list[str], what: str, path: YamlPath) -> list[str]:
+        if not isinstance(pattern, str):
+            return []
+        if any(c in pattern for c in "*?["):
+            matched = fnmatch.filter(names, pattern)
+            if not matched:
+                self.add(path, f"pattern {pattern!r} matches no {what}")
+            return matched
+        if pattern not in names:
+            self.add(path, _unknown(what, pattern, names))
+            return []
+        return [pattern]
+
+
+def _unknown(what: str, name: str, known: Iterable[str]) -> str:
+    known = list(known)
+    hint = difflib.get_close_matches(name, known, 1)
+    if hint:
+        return f"unknown {what} {name!r}; did you mean {hint[0]!r}?"
+    listed = ", ".join(known) if known else "none defined"
+    return f"unknown {what} {name!r} (known: {listed})"
+
+
+def _path_problem(root: Path, relative: str, kind: str) -> str | None:
+    if not relative:
+        return "is empty"
+    if os.path.isabs(relative):
+        return "must be relative to the catalog's directory"
+    full = root / relative
+    # Contexts and Dockerfiles are read by the build: keep them inside the catalog's tree.
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        return "is outside the catalog's directory"
+    if kind == "dir":
+        if not full.is_dir():
+            return "does not exist" if not full.exists() else "is not a directory"
+    elif not full.is_file():
+        return "does not exist" if not full.exists() else "is not a file"
+    return None
+
+
+def _model_at(path: YamlPath) -> type[BaseModel] | None:
+    """The model that validates the mapping at `path` of the catalog."""
+    if not path:
+        return CatalogModel
+    if len(path) == 2 and path[0] in SECTIONS:
+        return SECTIONS[str(path[0])][1]
+    if len(path) == 2 and path[0] == "combinations":
+        return Combination
+    return None
+
+
+def _describe(loc: YamlPath) -> str:
+    named = [str(p) for p in loc if isinstance(p, str)]
+    return f"'{'.'.join(named)}'" if named else "the value"
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"

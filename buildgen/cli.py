@@ -1,0 +1,241 @@
+"""The command line: parse flags, call one function, map errors to exit codes.
+
+Exit codes (DESIGN.md): 0 done, 1 the thing checked is not so, 2 bad input, 3 an external tool
+or registry failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .bake import BakeOptions, prepare, run
+from .catalog import DEFAULT_CATALOG, Catalog, catalog_schema, load_catalog
+from .errors import BuildgenError, CatalogError, UsageError
+from .plan import Plan, make_plan
+from .platforms import platform_problem
+from .render import DEFAULT_SHARD_SIZE
+
+log = logging.getLogger("buildgen")
+
+DESCRIPTION = """\
+buildgen turns catalog.yaml (benchmarks, agents, model gateways, the crane runner and
+pre-baked combinations) into docker-bake files and builds them with docker buildx bake.
+
+  buildgen validate            check the catalog; every error as FILE:LINE:COL: message
+  buildgen plan                the images the catalog expands to (--json for machines)
+  buildgen bake                render the bake files and run docker buildx bake on them
+  buildgen schema              the catalog's JSON Schema
+
+exit codes: 0 done, 1 check failed, 2 bad input, 3 an external tool failed
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a verb and turn buildgen's own errors into messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main_inner(args)
+    except CatalogError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        sys.stderr.write(f"buildgen: {exc.args[0]}\n")
+        return exc.exit_code
+    except BuildgenError as exc:
+        sys.stderr.write(f"buildgen: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("buildgen: interrupted\n")
+        return 130
+
+
+def main_inner(argv: list[str]) -> int:
+    """Parse `argv` and run the verb; raises BuildgenError on failure."""
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose - args.quiet)
+    if passthrough and args.verb != "bake":
+        raise UsageError("arguments after '--' are passed to docker buildx bake: only for 'bake'")
+    handler: Callable[[argparse.Namespace, list[str]], int] = args.handler
+    return handler(args, passthrough)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits 2 itself; keep the message format and our exit code for bad flags.
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="buildgen", description=DESCRIPTION, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"buildgen {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
+    common.add_argument(
+        "--catalog", type=Path, default=Path(DEFAULT_CATALOG), metavar="PATH",
+        help=f"the catalog file (default: ./{DEFAULT_CATALOG})",
+    )  # fmt: skip
+    selecting = argparse.ArgumentParser(add_help=False)
+    selecting.add_argument(
+        "--registry", metavar="PREFIX",
+        help="image name prefix, overriding the catalog's 'registry' (e.g. 127.0.0.1:5000/evals)",
+    )  # fmt: skip
+    selecting.add_argument(
+        "--select", action="append", default=[], metavar="GLOB",
+        help="only images whose key matches (repeatable), e.g. 'agents/*' or "
+        "'benchmarks/swe-bench:django__*'",
+    )  # fmt: skip
+
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+
+    validate = verbs.add_parser(
+        "validate", parents=[common], formatter_class=_Formatter,
+        help="check the catalog and the files it names",
+        description="Check the catalog and every file it names. Exit 0 when valid; exit 2 "
+        "when not, with every error as FILE:LINE:COL: message on stderr.",
+    )  # fmt: skip
+    validate.set_defaults(handler=_validate)
+
+    plan = verbs.add_parser(
+        "plan", parents=[common, selecting], formatter_class=_Formatter,
+        help="show the images the catalog expands to",
+        description="Expand the catalog into one record per image (key, bake target, tags, "
+        "platforms, context, Dockerfile, args, dependencies), in a deterministic order.",
+    )  # fmt: skip
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    plan.set_defaults(handler=_plan)
+
+    bake = verbs.add_parser(
+        "bake", parents=[common, selecting], formatter_class=_Formatter,
+        usage="buildgen bake [options] [-- extra docker buildx bake args]",
+        help="render the bake files and run docker buildx bake",
+        description="Render the plan as docker-bake HCL files of at most --shard-size targets "
+        "each, then run `docker buildx bake -f FILE` once per file (from the catalog's "
+        "directory). Arguments after '--' go to every buildx call unchanged "
+        "(e.g. -- --print, -- --set '*.labels.x=y', -- --progress plain).",
+    )  # fmt: skip
+    bake.add_argument("--platform", metavar="P", help="build only this platform (os/arch[/variant])")
+    bake.add_argument("--push", action="store_true", help="push the images to the registry")
+    bake.add_argument(
+        "--dry-run", action="store_true",
+        help="write the files and print the buildx commands; needs no Docker",
+    )  # fmt: skip
+    bake.add_argument(
+        "--out", type=Path, metavar="DIR",
+        help="where to write the bake files (default: build/bake next to the catalog)",
+    )  # fmt: skip
+    bake.add_argument(
+        "--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="K",
+        help=f"at most K targets per bake file (default: {DEFAULT_SHARD_SIZE}); buildx resolves "
+        "several small files much faster than one large one",
+    )  # fmt: skip
+    bake.set_defaults(handler=_bake)
+
+    schema = verbs.add_parser(
+        "schema", formatter_class=_Formatter, parents=[common],
+        help="print the catalog's JSON Schema",
+        description="Print the JSON Schema of catalog.yaml (for editors: see README).",
+    )  # fmt: skip
+    schema.set_defaults(handler=_schema)
+    return parser
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        format="%(message)s",
+        stream=sys.stderr,
+        level={-1: logging.WARNING, 0: logging.INFO}.get(max(-1, min(level, 1)), logging.DEBUG),
+        force=True,
+    )
+
+
+def _load(args: argparse.Namespace) -> Catalog:
+    return load_catalog(args.catalog)
+
+
+def _make_plan(args: argparse.Namespace) -> Plan:
+    return make_plan(_load(args), registry=args.registry, select=args.select)
+
+
+def _validate(args: argparse.Namespace, _: list[str]) -> int:
+    catalog = _load(args)
+    counts = {
+        "core": len(catalog.model.core),
+        "benchmarks": len(catalog.model.benchmarks),
+        "agents": len(catalog.model.agents),
+        "gateways": len(catalog.model.gateways),
+        "combination rules": len(catalog.model.combinations),
+    }
+    summary = ", ".join(f"{n} {what}" for what, n in counts.items())
+    log.info("%s: valid (%s)", args.catalog, summary)
+    return 0
+
+
+def _plan(args: argparse.Namespace, _: list[str]) -> int:
+    plan = _make_plan(args)
+    if args.json:
+        sys.stdout.write(plan.to_json())
+        return 0
+    rows = [("KEY", "TAG", "PLATFORMS", "DEPENDS ON")]
+    rows += [
+        (i.key, i.tag, ",".join(i.platforms), " ".join(i.depends_on) or "-") for i in plan.images
+    ]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
+    log.info("%d image(s) under %s; bake targets and full tags: --json", len(plan.images),
+             plan.registry)
+    return 0
+
+
+def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
+    if args.platform is not None:
+        problem = platform_problem(args.platform)
+        if problem:
+            raise UsageError(f"--platform: {problem}")
+    plan = _make_plan(args)
+    out = args.out if args.out is not None else plan.catalog.root / "build" / "bake"
+    options = BakeOptions(
+        out=out,
+        push=args.push,
+        platform=args.platform,
+        shard_size=args.shard_size,
+        extra_args=tuple(passthrough),
+    )
+    bake = prepare(plan, options)
+    built = sum(1 for _ in plan.images)
+    log.info("%d image(s) in %d bake file(s) under %s", built, len(bake.files), out)
+    if args.dry_run:
+        sys.stdout.write(f"cd {shlex.quote(str(bake.cwd))}\n")
+        for command in bake.commands:
+            sys.stdout.write(shlex.join(command) + "\n")
+        return 0
+    if not bake.files:
+        log.warning("nothing to build")
+        return 0
+    run(bake)
+    return 0
+
+
+def _schema(args: argparse.Namespace, _: list[str]) -> int:
+    sys.stdout.write(json.dumps(catalog_schema(), indent=2) + "\n")
+    return 0

@@ -1,0 +1,298 @@
+"""The plan: a catalog expanded into one record per image, in a deterministic order.
+
+Everything later stages need about an image (its key, bake target, tags, platforms, build inputs,
+dependencies) is decided here, once; rendering and publishing only read it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import naming
+from .catalog import Agent, Benchmark, Catalog, Gateway, ImageSpec
+from .errors import UsageError
+from .naming import Axis
+from .render import render_combination_dockerfile
+
+log = logging.getLogger(__name__)
+
+TITLE_LABEL = "org.opencontainers.image.title"
+VERSION_LABEL = "org.opencontainers.image.version"
+DESCRIPTION_LABEL = "org.opencontainers.image.description"
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image to build: everything the bake file and the publisher need to know."""
+
+    key: str
+    axis: Axis
+    name: str
+    task: str | None
+    target: str
+    repository: str
+    tag: str
+    version: str | None
+    platforms: tuple[str, ...]
+    context: str
+    dockerfile: str | None
+    dockerfile_inline: str | None
+    stage: str | None
+    args: Mapping[str, str]
+    labels: Mapping[str, str]
+    contexts: Mapping[str, str] = field(default_factory=dict)  # named context -> image key
+    depends_on: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Full references this image is built under."""
+        return (f"{self.repository}:{self.tag}",)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan record of this image (`buildgen plan --json`)."""
+        return {
+            "key": self.key,
+            "axis": self.axis.value,
+            "name": self.name,
+            "task": self.task,
+            "target": self.target,
+            "repository": self.repository,
+            "tags": list(self.tags),
+            "version": self.version,
+            "platforms": list(self.platforms),
+            "context": self.context,
+            "dockerfile": self.dockerfile,
+            "dockerfile_inline": self.dockerfile_inline,
+            "stage": self.stage,
+            "args": dict(self.args),
+            "labels": dict(self.labels),
+            "contexts": dict(self.contexts),
+            "depends_on": list(self.depends_on),
+            "provides": list(self.provides),
+            "cache_from": list(self.cache_from),
+            "cache_to": list(self.cache_to),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every image of a catalog (or the selected part of it), in build order."""
+
+    catalog: Catalog
+    registry: str
+    images: tuple[PlannedImage, ...]
+    all_images: Mapping[str, PlannedImage]  # by key, including images not selected
+
+    def to_json(self) -> str:
+        """The plan as `buildgen plan --json` prints it."""
+        records = [image.to_json() for image in self.images]
+        return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+
+    def for_platform(self, platform: str) -> Plan:
+        """This plan restricted to one platform: images that lack it are left out."""
+        images = tuple(_with_platform(i, platform) for i in self.images if platform in i.platforms)
+        everything = {k: _with_platform(i, platform) for k, i in self.all_images.items()}
+        skipped = len(self.images) - len(images)
+        if skipped:
+            log.info("%d image(s) are not built for %s and are skipped", skipped, platform)
+        return Plan(self.catalog, self.registry, images, everything)
+
+
+def _with_platform(image: PlannedImage, platform: str) -> PlannedImage:
+    return replace(image, platforms=(platform,))
+
+
+def make_plan(
+    catalog: Catalog, *, registry: str | None = None, select: Sequence[str] = ()
+) -> Plan:
+    """Expand a validated catalog into its plan; `select` globs over image keys."""
+    prefix = registry if registry is not None else catalog.model.registry
+    problem = naming.registry_prefix_problem(prefix)
+    if problem:
+        raise UsageError(f"--registry: {problem}")
+    images = list(_expand(catalog, prefix))
+    by_key = {image.key: image for image in images}
+    _check_targets(images)
+    chosen = images if not select else _select(images, select)
+    return Plan(catalog, prefix, tuple(chosen), by_key)
+
+
+def _select(images: Sequence[PlannedImage], patterns: Sequence[str]) -> list[PlannedImage]:
+    chosen: dict[str, PlannedImage] = {}
+    for pattern in patterns:
+        matched = [image for image in images if fnmatch.fnmatchcase(image.key, pattern)]
+        if not matched:
+            log.warning("--select %r selects no image", pattern)
+        chosen.update((image.key, image) for image in matched)
+    return [image for image in images if image.key in chosen]
+
+
+def _check_targets(images: Iterable[PlannedImage]) -> None:
+    seen: dict[str, str] = {}
+    for image in images:
+        other = seen.setdefault(image.target, image.key)
+        if other != image.key:  # pragma: no cover - naming.bake_target is injective
+            raise UsageError(f"images {other} and {image.key} map to one bake target {image.target}")
+
+
+def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
+    model = catalog.model
+    for name, spec in sorted(model.core.items()):
+        yield _axis_image(catalog, prefix, Axis.CORE, name, spec)
+    for name, bench in sorted(model.benchmarks.items()):
+        if bench.tasks is None:
+            yield _axis_image(catalog, prefix, Axis.BENCHMARK, name, bench)
+        else:
+            for task in catalog.tasks[name]:
+                yield _axis_image(catalog, prefix, Axis.BENCHMARK, name, bench, task)
+    for name, agent in sorted(model.agents.items()):
+        yield _axis_image(catalog, prefix, Axis.AGENT, name, agent)
+    for name, gateway in sorted(model.gateways.items()):
+        yield _axis_image(catalog, prefix, Axis.GATEWAY, name, gateway)
+    yield from _combinations(catalog, prefix)
+
+
+def _platforms(catalog: Catalog, spec: ImageSpec) -> tuple[str, ...]:
+    return tuple(spec.platforms if spec.platforms is not None else catalog.model.platforms)
+
+
+def _labels(
+    catalog: Catalog, key: str, version: str | None, spec: ImageSpec | None
+) -> dict[str, str]:
+    labels = {TITLE_LABEL: key}
+    if version:
+        labels[VERSION_LABEL] = version
+    if spec is not None and spec.description:
+        labels[DESCRIPTION_LABEL] = spec.description
+    labels.update(catalog.model.labels)
+    if spec is not None:
+        labels.update(spec.labels)
+    return labels
+
+
+def _axis_image(
+    catalog: Catalog,
+    prefix: str,
+    axis: Axis,
+    name: str,
+    spec: ImageSpec,
+    task: str | None = None,
+) -> PlannedImage:
+    args = dict(spec.args)
+    if task is not None:
+        args["TASK_ID"] = task
+    dockerfile = spec.dockerfile or _join(spec.context, "Dockerfile")
+    provides: tuple[str, ...] = ()
+    if isinstance(spec, (Agent, Gateway)):
+        provides = tuple(spec.provides)
+    key = naming.image_key(axis, name, task)
+    return PlannedImage(
+        key=key,
+        axis=axis,
+        name=name,
+        task=task,
+        target=naming.bake_target(axis, name, task),
+        repository=naming.repository(prefix, axis, name),
+        tag=task or spec.version or "latest",
+        version=spec.version,
+        platforms=_platforms(catalog, spec),
+        context=_normalize(spec.context),
+        dockerfile=_normalize(dockerfile),
+        dockerfile_inline=None,
+        stage=spec.target,
+        args=args,
+        labels=_labels(catalog, key, spec.version, spec),
+        provides=provides,
+        cache_from=tuple(spec.cache_from),
+        cache_to=tuple(spec.cache_to),
+    )
+
+
+def _combinations(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
+    model = catalog.model
+    made: set[tuple[str, str]] = set()
+    for rule in model.combinations:
+        benchmarks = _match(rule.benchmark, model.benchmarks)
+        agents = [a for pattern in rule.agents for a in _match(pattern, model.agents)]
+        gateway = model.gateways[rule.gateway] if rule.gateway else None
+        for bench_name in benchmarks:
+            bench = model.benchmarks[bench_name]
+            for agent_name in dict.fromkeys(agents):
+                if (bench_name, agent_name) in made:
+                    continue
+                made.add((bench_name, agent_name))
+                agent = model.agents[agent_name]
+                tasks: Sequence[str | None] = (
+                    catalog.tasks[bench_name] if bench.tasks is not None else (None,)
+                )
+                for task in tasks:
+                    yield _combination(
+                        catalog, prefix, bench_name, bench, agent_name, agent,
+                        rule.gateway, gateway, task, rule.version,
+                    )  # fmt: skip
+
+
+def _combination(
+    catalog: Catalog,
+    prefix: str,
+    bench_name: str,
+    bench: Benchmark,
+    agent_name: str,
+    agent: Agent,
+    gateway_name: str | None,
+    gateway: Gateway | None,
+    task: str | None,
+    version: str | None,
+) -> PlannedImage:
+    name = naming.eval_name(bench_name, agent_name)
+    key = naming.image_key(Axis.EVAL, name, task)
+    contexts = {
+        "benchmark": naming.image_key(Axis.BENCHMARK, bench_name, task),
+        "agent": naming.image_key(Axis.AGENT, agent_name),
+    }
+    sources = {"agent": agent.provides}
+    platforms = [p for p in _platforms(catalog, bench) if p in _platforms(catalog, agent)]
+    if gateway is not None and gateway_name is not None:
+        contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
+        sources["gateway"] = gateway.provides
+        platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
+    return PlannedImage(
+        key=key,
+        axis=Axis.EVAL,
+        name=name,
+        task=task,
+        target=naming.bake_target(Axis.EVAL, name, task),
+        repository=naming.repository(prefix, Axis.EVAL, name),
+        tag=task or version or "latest",
+        version=version,
+        platforms=tuple(platforms),
+        context=".",
+        dockerfile=None,
+        dockerfile_inline=render_combination_dockerfile(key, sources),
+        stage=None,
+        args={},
+        labels=_labels(catalog, key, version, None),
+        contexts=contexts,
+        depends_on=tuple(contexts.values()),
+    )
+
+
+def _match(pattern: str, names: Mapping[str, object]) -> list[str]:
+    return sorted(fnmatch.filter(names, pattern)) if any(c in pattern for c in "*?[") else [pattern]
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}" if directory not in ("", ".") else name
+
+
+def _normalize(path: str) -> str:
+    return posixpath.normpath(path)

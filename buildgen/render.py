@@ -1,0 +1,176 @@
+"""Rendering: the plan as docker-bake HCL files (jinja2), split into shards buildx resolves fast.
+
+DESIGN.md contract 3: stock `docker buildx bake` accepts the output, combination targets take
+their axis images through `target:` contexts, and every catalog string goes through `hcl_string`,
+so no catalog can inject HCL.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jinja2
+
+from .naming import Axis, bake_target_of_key
+
+if TYPE_CHECKING:
+    from .plan import PlannedImage
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DEFAULT_SHARD_SIZE = 500
+
+_ESCAPES = {
+    ord("\\"): "\\\\",
+    ord('"'): '\\"',
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+for _code in (*range(0x20), 0x7F):
+    _ESCAPES.setdefault(_code, f"\\u{_code:04x}")
+
+
+def hcl_string(value: str) -> str:
+    """`value` as an HCL quoted string literal that evaluates to exactly `value`.
+
+    Besides the usual escapes, HCL reads `${` and `%{` as template sequences: `$${` and `%%{`
+    are their literal spellings.
+    """
+    escaped = value.translate(_ESCAPES)
+    if "{" in escaped:
+        escaped = escaped.replace("${", "$${").replace("%{", "%%{")
+    return f'"{escaped}"'
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - output is HCL/Dockerfile, escaped by our own filters
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["hcl"] = hcl_string
+    env.filters["bake_target"] = bake_target_of_key
+    # bake reads `dockerfile` relative to the context; the plan keeps it relative to the catalog.
+    env.filters["relative_to"] = lambda path, start: posixpath.relpath(path, start)
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[str]]) -> str:
+    """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
+    template = _environment().get_template("combination.Dockerfile.j2")
+    return template.render(key=key, sources=sources)
+
+
+@dataclass(frozen=True)
+class BakeFile:
+    """One shard of the plan: targets built and output, plus dependencies it borrows.
+
+    Borrowed targets are images of another shard that a `target:` context here needs; they are
+    built from cache for the context only and never output, so each image is pushed once.
+    """
+
+    targets: tuple[PlannedImage, ...]
+    borrowed: tuple[PlannedImage, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of bake targets in the file."""
+        return len(self.targets) + len(self.borrowed)
+
+
+def shard(
+    images: Sequence[PlannedImage],
+    all_images: Mapping[str, PlannedImage],
+    max_targets: int = DEFAULT_SHARD_SIZE,
+) -> list[BakeFile]:
+    """Split `images` into files of at most `max_targets` targets, dependencies kept inside.
+
+    Each image lands right after its dependencies where it can, so a combination usually shares
+    a file with its benchmark; a dependency from an earlier file is borrowed.
+    """
+    if max_targets < 1:
+        raise ValueError("max_targets must be at least 1")
+    files: list[BakeFile] = []
+    owned: list[PlannedImage] = []
+    present: dict[str, PlannedImage] = {}
+
+    def flush() -> None:
+        if owned:
+            borrowed = tuple(i for k, i in present.items() if k not in {o.key for o in owned})
+            files.append(BakeFile(tuple(owned), borrowed))
+        owned.clear()
+        present.clear()
+
+    for image in _dependency_order(images):
+        needed = _closure(image, all_images)
+        missing = [dep for dep in needed if dep.key not in present]
+        if len(missing) + 1 > max_targets:
+            raise ValueError(
+                f"{image.key} needs {len(missing)} other targets in its file; "
+                f"raise the shard size above {max_targets}"
+            )
+        if len(present) + len(missing) + 1 > max_targets:
+            flush()
+            missing = needed
+        for dep in missing:
+            present[dep.key] = dep
+        owned.append(image)
+        present[image.key] = image
+    flush()
+    return files
+
+
+def _closure(image: PlannedImage, all_images: Mapping[str, PlannedImage]) -> list[PlannedImage]:
+    """The images `image` depends on, transitively, dependencies first."""
+    ordered: dict[str, PlannedImage] = {}
+
+    def visit(key: str) -> None:
+        dep = all_images[key]
+        for inner in dep.depends_on:
+            visit(inner)
+        ordered.setdefault(key, dep)
+
+    for key in image.depends_on:
+        visit(key)
+    return list(ordered.values())
+
+
+def _dependency_order(images: Sequence[PlannedImage]) -> list[PlannedImage]:
+    """`images` in packing order: the few widely shared axes (core, agents, gateways) first,
+    then each benchmark image followed by the images built on it."""
+    shared = (Axis.CORE, Axis.AGENT, Axis.GATEWAY)
+    order = [i for i in images if i.axis in shared] + [i for i in images if i.axis not in shared]
+    position = {image.key: index for index, image in enumerate(order)}
+
+    def anchor(item: tuple[int, PlannedImage]) -> tuple[int, int, int]:
+        index, image = item
+        deps = [position[d] for d in image.depends_on if d in position]
+        return (max(deps), 1, index) if deps else (index, 0, index)
+
+    return [image for _, image in sorted(enumerate(order), key=anchor)]
+
+
+def render_bake_file(
+    bake: BakeFile, *, push: bool, index: int, total: int, source: str
+) -> str:
+    """One bake file's HCL text."""
+    template = _environment().get_template("docker-bake.hcl.j2")
+    return template.render(
+        targets=bake.targets,
+        borrowed=bake.borrowed,
+        push=push,
+        index=index,
+        total=total,
+        source=source,
+    )
