@@ -72,7 +72,7 @@ def _write_all(out: Path, texts: Sequence[str], plan_json: str) -> tuple[Path, .
     names = [f"docker-bake.{i:0{width}d}.hcl" for i in range(1, len(texts) + 1)]
     staging = Path(tempfile.mkdtemp(prefix=".bake-", dir=out))
     try:
-        for name, text in zip(names, texts):
+        for name, text in zip(names, texts, strict=True):
             (staging / name).write_text(text, encoding="utf-8")
         (staging / PLAN_FILE).write_text(plan_json, encoding="utf-8")
         for old in out.glob(BAKE_FILE_PATTERN):

@@ -13,6 +13,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ from .yamlsource import Path as YamlPath
 from .yamlsource import load as load_yaml
 
 SCHEMA_VERSION = 1
+# Provided paths go into generated Dockerfiles: a strict alphabet keeps them inert there.
+PROVIDED_PATH_RE = re.compile(r"(/[A-Za-z0-9._@+-]+)+")
+MODE_RE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
 DEFAULT_CATALOG = "catalog.yaml"
 
 Text = Annotated[str, Field(strict=True)]
@@ -80,7 +84,8 @@ class ImageSpec(_Model):
         default_factory=list, description="buildx cache destinations, as CSV strings."
     )
     description: Text | None = Field(
-        default=None, description="Free text; becomes the org.opencontainers.image.description label."
+        default=None,
+        description="Free text; becomes the org.opencontainers.image.description label.",
     )
 
 
@@ -96,21 +101,42 @@ class Benchmark(ImageSpec):
     )
 
 
+class ProvidedPath(_Model):
+    """A directory an agent or gateway contributes to a fused rootfs, and who may read it."""
+
+    path: Text = Field(description="Absolute path of the directory.", examples=["/opt/gateway"])
+    mode: Text | None = Field(
+        default=None,
+        description="Octal mode the directory gets in the fused rootfs (quote it). Default: "
+        "'0755' for agents, '0700' (root-only) for gateways.",
+        examples=["0700"],
+    )
+    uid: int = Field(default=0, ge=0, description="Numeric owner of the directory.")
+    gid: int = Field(default=0, ge=0, description="Numeric group of the directory.")
+
+
+_PROVIDES_DOC = (
+    "Directories this image contributes to a fused rootfs (crane mode and combination images "
+    "alike): each is created with its mode and owner, then filled with the image's files under "
+    "it, which keep their own modes and owners. A plain string is a path with the defaults."
+)
+
+
 class Agent(ImageSpec):
     """An agent: its files live under the paths it provides."""
 
-    provides: list[Text] = Field(
-        default_factory=lambda: ["/opt/agent"],
-        description="Absolute paths this image contributes to a fused rootfs.",
+    provides: list[Text | ProvidedPath] = Field(
+        default_factory=lambda: list[str | ProvidedPath](["/opt/agent"]),
+        description=_PROVIDES_DOC,
     )
 
 
 class Gateway(ImageSpec):
-    """A model gateway: its files live under the paths it provides (root-only by convention)."""
+    """A model gateway: its files live under the paths it provides (root-only by default)."""
 
-    provides: list[Text] = Field(
-        default_factory=lambda: ["/opt/gateway"],
-        description="Absolute paths this image contributes to a fused rootfs.",
+    provides: list[Text | ProvidedPath] = Field(
+        default_factory=lambda: list[str | ProvidedPath](["/opt/gateway"]),
+        description=_PROVIDES_DOC,
     )
 
 
@@ -148,7 +174,9 @@ class CatalogModel(_Model):
         description="Default platforms of every image.",
         examples=[["linux/amd64", "linux/arm64"]],
     )
-    labels: dict[str, Text] = Field(default_factory=dict, description="Labels added to every image.")
+    labels: dict[str, Text] = Field(
+        default_factory=dict, description="Labels added to every image."
+    )
     core: dict[str, ImageSpec] = Field(
         default_factory=dict, description="Core images (core/<name>), e.g. the crane-runner."
     )
@@ -220,7 +248,7 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
 
 
 def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
-    """A digest of what the catalog means (not how it is spelled): comments and order don't count."""
+    """The digest of what the catalog means; comments and key order don't count."""
     normalized = {"catalog": model.model_dump(mode="json"), "tasks": tasks}
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
@@ -250,7 +278,9 @@ class _Checker:
     def check(self) -> CatalogModel | None:
         data = self.doc.data
         if not isinstance(data, dict):
-            self.add((), "the catalog must be a mapping with keys version, registry, platforms, ...")
+            self.add(
+                (), "the catalog must be a mapping with keys version, registry, platforms, ..."
+            )
             return None
         model = self._structure(data)
         self._names(data)
@@ -297,13 +327,16 @@ class _Checker:
         elif kind == "missing":
             self.add(loc[:-1], f"missing required key {loc[-1]!r}")
         elif kind == "literal_error" and loc == ("version",):
-            self.add(loc, f"unsupported catalog version {error['input']!r}; this buildgen reads "
-                     f"version {SCHEMA_VERSION}")
+            self.add(
+                loc,
+                f"unsupported catalog version {error['input']!r}; this buildgen reads "
+                f"version {SCHEMA_VERSION}",
+            )
         elif kind in _FRIENDLY_TYPES:
             value = error["input"]
             message = f"{_describe(loc)} {_FRIENDLY_TYPES[kind]}, not {_yaml_type(value)}"
             if kind == "string_type" and isinstance(value, (int, float, bool)):
-                message += f" (quote it: \"{self.doc.raw.get(loc, value)}\")"
+                message += f' (quote it: "{self.doc.raw.get(loc, value)}")'
             self._add_once(loc, message)
         elif kind == "too_short":
             self.add(loc, f"{_describe(loc)} must not be empty")
@@ -345,12 +378,17 @@ class _Checker:
             where = (*base, "dockerfile") if spec.dockerfile else (*base, "context")
             self._file(dockerfile, where, "Dockerfile")
         if spec.version is not None and not semver.Version.is_valid(spec.version):
-            self.add((*base, "version"), f"version {spec.version!r} is not a semantic version "
-                     "(MAJOR.MINOR.PATCH, e.g. '1.2.0')")
+            self.add(
+                (*base, "version"),
+                f"version {spec.version!r} is not a semantic version "
+                "(MAJOR.MINOR.PATCH, e.g. '1.2.0')",
+            )
         self._platforms(spec.platforms, (*base, "platforms"))
         for arg in spec.args:
             if not arg or any(c in arg for c in "= \t\n"):
-                self.add((*base, "args", arg), f"build argument name {arg!r} is not valid", key=True)
+                self.add(
+                    (*base, "args", arg), f"build argument name {arg!r} is not valid", key=True
+                )
         for label in spec.labels:
             if not label:
                 self.add((*base, "labels"), "a label name must not be empty")
@@ -375,16 +413,30 @@ class _Checker:
         if not platforms and path != ("platforms",):
             self.add(path, "platforms must not be empty (omit the key to use the default)")
 
-    def _provides(self, provides: list[str], path: YamlPath) -> None:
+    def _provides(self, provides: list[str | ProvidedPath], path: YamlPath) -> None:
         if not provides:
             self.add(path, "provides must list at least one path")
+        seen: set[str] = set()
         for i, item in enumerate(provides):
-            parts = item.split("/")
-            if not item.startswith("/") or item == "/":
-                self.add((*path, i), f"provided path {item!r} must be an absolute path below '/'")
-            elif any(part in (".", "..") for part in parts) or "//" in item.rstrip("/"):
-                self.add((*path, i), f"provided path {item!r} must be normalized (no '.', '..' "
-                         "or '//')")
+            where: YamlPath = (*path, i) if isinstance(item, str) else (*path, i, "path")
+            value = item if isinstance(item, str) else item.path
+            if not PROVIDED_PATH_RE.fullmatch(value) or any(
+                part in (".", "..") for part in value.split("/")
+            ):
+                self.add(
+                    where,
+                    f"provided path {value!r} must be an absolute, normalized path "
+                    "below '/' of letters, digits and '._@+-' (no '.', '..', '//' or "
+                    "trailing '/')",
+                )
+            elif any(
+                value == p or value.startswith(p + "/") or p.startswith(value + "/") for p in seen
+            ):
+                self.add(where, f"provided path {value!r} overlaps another provided path")
+            seen.add(value)
+            mode = item.mode if isinstance(item, ProvidedPath) else None
+            if mode is not None and not MODE_RE.fullmatch(mode):
+                self.add((*path, i, "mode"), f"mode {mode!r} must be octal, e.g. '0700'")
 
     def _directory(self, relative: str, path: YamlPath, what: str) -> Path | None:
         problem = self._path_problem(relative, "dir")
@@ -418,9 +470,9 @@ class _Checker:
                 self.problems.append(Problem(location, problem))
             elif task in seen:
                 first = seen[task]
+                where = f"line {first.line}" if first.path == location.path else str(first)
                 self.problems.append(
-                    Problem(location, f"duplicate task id {task!r} (first listed at "
-                            f"{first.path}:{first.line})")
+                    Problem(location, f"duplicate task id {task!r} (first listed on {where})")
                 )
             else:
                 seen[task] = location
@@ -444,7 +496,9 @@ class _Checker:
             content = line.split("#", 1)[0]
             task = content.strip()
             if task:
-                ids.append((task, Location(shown, number, len(content) - len(content.lstrip()) + 1)))
+                ids.append(
+                    (task, Location(shown, number, len(content) - len(content.lstrip()) + 1))
+                )
         return ids
 
     # -- combinations ------------------------------------------------------------------------
@@ -462,8 +516,9 @@ class _Checker:
             if not isinstance(rule, dict):
                 continue
             base: YamlPath = ("combinations", i)
-            benchmarks = self._match(rule.get("benchmark"), names["benchmarks"], "benchmark",
-                                     (*base, "benchmark"))
+            benchmarks = self._match(
+                rule.get("benchmark"), names["benchmarks"], "benchmark", (*base, "benchmark")
+            )
             agent_patterns = rule.get("agents")
             agents: list[str] = []
             if isinstance(agent_patterns, list):
@@ -472,14 +527,21 @@ class _Checker:
             gateway = rule.get("gateway")
             if isinstance(gateway, str) and gateway not in names["gateways"]:
                 self.add((*base, "gateway"), _unknown("gateway", gateway, names["gateways"]))
-            if isinstance(rule.get("version"), str) and not semver.Version.is_valid(rule["version"]):
-                self.add((*base, "version"), f"version {rule['version']!r} is not a semantic "
-                         "version (MAJOR.MINOR.PATCH)")
+            if isinstance(rule.get("version"), str) and not semver.Version.is_valid(
+                rule["version"]
+            ):
+                self.add(
+                    (*base, "version"),
+                    f"version {rule['version']!r} is not a semantic version (MAJOR.MINOR.PATCH)",
+                )
             for benchmark in benchmarks:
                 for agent in dict.fromkeys(agents):
                     if (benchmark, agent) in pairs:
-                        self.add(base, f"combination {benchmark}--{agent} is already made by "
-                                 f"combination rule {pairs[benchmark, agent] + 1}")
+                        self.add(
+                            base,
+                            f"combination {benchmark}--{agent} is already made by "
+                            f"combination rule {pairs[benchmark, agent] + 1}",
+                        )
                     pairs.setdefault((benchmark, agent), i)
 
     def _match(self, pattern: Any, names: list[str], what: str, path: YamlPath) -> list[str]:

@@ -83,18 +83,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="buildgen", description=DESCRIPTION, formatter_class=_Formatter
-    )
+    parser = _Parser(prog="buildgen", description=DESCRIPTION, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"buildgen {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0, help="more detail on stderr")
     common.add_argument("-q", "--quiet", action="count", default=0, help="only warnings and errors")
     common.add_argument(
         "--catalog", type=Path, default=Path(DEFAULT_CATALOG), metavar="PATH",
         help=f"the catalog file (default: ./{DEFAULT_CATALOG})",
     )  # fmt: skip
-    selecting = argparse.ArgumentParser(add_help=False)
+    selecting = _Parser(add_help=False)
     selecting.add_argument(
         "--registry", metavar="PREFIX",
         help="image name prefix, overriding the catalog's 'registry' (e.g. 127.0.0.1:5000/evals)",
@@ -133,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         "directory). Arguments after '--' go to every buildx call unchanged "
         "(e.g. -- --print, -- --set '*.labels.x=y', -- --progress plain).",
     )  # fmt: skip
-    bake.add_argument("--platform", metavar="P", help="build only this platform (os/arch[/variant])")
+    bake.add_argument(
+        "--platform", metavar="P", help="build only this platform (os/arch[/variant])"
+    )
     bake.add_argument("--push", action="store_true", help="push the images to the registry")
     bake.add_argument(
         "--dry-run", action="store_true",
@@ -200,10 +200,14 @@ def _plan(args: argparse.Namespace, _: list[str]) -> int:
         (i.key, i.tag, ",".join(i.platforms), " ".join(i.depends_on) or "-") for i in plan.images
     ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    ]
     sys.stdout.write("\n".join(line.rstrip() for line in lines) + "\n")
-    log.info("%d image(s) under %s; bake targets and full tags: --json", len(plan.images),
-             plan.registry)
+    log.info(
+        "%d image(s) under %s; bake targets and full tags: --json", len(plan.images), plan.registry
+    )
     return 0
 
 

@@ -14,7 +14,8 @@ AXIS_NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 TASK_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # A registry prefix is a reference without tag or digest: an optional domain (with port),
 # then lowercase path components (the distribution spec's grammar).
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
 _IPV6 = r"\[[0-9a-fA-F:]+\](?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REGISTRY_PREFIX_RE = re.compile(rf"(?:(?:{_DOMAIN}|{_IPV6})/)?{_COMPONENT}(?:/{_COMPONENT})*")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import naming
-from .catalog import Agent, Benchmark, Catalog, Gateway, ImageSpec
+from .catalog import Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
 from .errors import UsageError
 from .naming import Axis
 from .render import render_combination_dockerfile
@@ -25,6 +25,25 @@ log = logging.getLogger(__name__)
 TITLE_LABEL = "org.opencontainers.image.title"
 VERSION_LABEL = "org.opencontainers.image.version"
 DESCRIPTION_LABEL = "org.opencontainers.image.description"
+
+
+@dataclass(frozen=True)
+class Provided:
+    """A directory an axis image contributes to a fused rootfs (the fusion rule, resolved)."""
+
+    path: str
+    mode: int
+    uid: int
+    gid: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As the plan records it."""
+        return {"path": self.path, "mode": f"{self.mode:04o}", "uid": self.uid, "gid": self.gid}
+
+
+# Who may read a provided directory unless the catalog says otherwise: agents are public,
+# gateways hold keys and are root-only.
+DEFAULT_MODES = {Axis.AGENT: 0o755, Axis.GATEWAY: 0o700}
 
 
 @dataclass(frozen=True)
@@ -48,7 +67,7 @@ class PlannedImage:
     labels: Mapping[str, str]
     contexts: Mapping[str, str] = field(default_factory=dict)  # named context -> image key
     depends_on: tuple[str, ...] = ()
-    provides: tuple[str, ...] = ()
+    provides: tuple[Provided, ...] = ()
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
 
@@ -77,7 +96,7 @@ class PlannedImage:
             "labels": dict(self.labels),
             "contexts": dict(self.contexts),
             "depends_on": list(self.depends_on),
-            "provides": list(self.provides),
+            "provides": [p.to_json() for p in self.provides],
             "cache_from": list(self.cache_from),
             "cache_to": list(self.cache_to),
         }
@@ -111,9 +130,7 @@ def _with_platform(image: PlannedImage, platform: str) -> PlannedImage:
     return replace(image, platforms=(platform,))
 
 
-def make_plan(
-    catalog: Catalog, *, registry: str | None = None, select: Sequence[str] = ()
-) -> Plan:
+def make_plan(catalog: Catalog, *, registry: str | None = None, select: Sequence[str] = ()) -> Plan:
     """Expand a validated catalog into its plan; `select` globs over image keys."""
     prefix = registry if registry is not None else catalog.model.registry
     problem = naming.registry_prefix_problem(prefix)
@@ -141,7 +158,9 @@ def _check_targets(images: Iterable[PlannedImage]) -> None:
     for image in images:
         other = seen.setdefault(image.target, image.key)
         if other != image.key:  # pragma: no cover - naming.bake_target is injective
-            raise UsageError(f"images {other} and {image.key} map to one bake target {image.target}")
+            raise UsageError(
+                f"images {other} and {image.key} map to one bake target {image.target}"
+            )
 
 
 def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
@@ -191,9 +210,9 @@ def _axis_image(
     if task is not None:
         args["TASK_ID"] = task
     dockerfile = spec.dockerfile or _join(spec.context, "Dockerfile")
-    provides: tuple[str, ...] = ()
+    provides: tuple[Provided, ...] = ()
     if isinstance(spec, (Agent, Gateway)):
-        provides = tuple(spec.provides)
+        provides = _axis_provides(spec, axis)
     key = naming.image_key(axis, name, task)
     return PlannedImage(
         key=key,
@@ -215,6 +234,13 @@ def _axis_image(
         cache_from=tuple(spec.cache_from),
         cache_to=tuple(spec.cache_to),
     )
+
+
+def _provided(item: str | ProvidedPath, default_mode: int) -> Provided:
+    if isinstance(item, str):
+        return Provided(item, default_mode, 0, 0)
+    mode = int(item.mode, 8) if item.mode is not None else default_mode
+    return Provided(item.path, mode, item.uid, item.gid)
 
 
 def _combinations(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
@@ -259,11 +285,11 @@ def _combination(
         "benchmark": naming.image_key(Axis.BENCHMARK, bench_name, task),
         "agent": naming.image_key(Axis.AGENT, agent_name),
     }
-    sources = {"agent": agent.provides}
+    sources = {"agent": _axis_provides(agent, Axis.AGENT)}
     platforms = [p for p in _platforms(catalog, bench) if p in _platforms(catalog, agent)]
     if gateway is not None and gateway_name is not None:
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
-        sources["gateway"] = gateway.provides
+        sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
     return PlannedImage(
         key=key,
@@ -284,6 +310,10 @@ def _combination(
         contexts=contexts,
         depends_on=tuple(contexts.values()),
     )
+
+
+def _axis_provides(spec: Agent | Gateway, axis: Axis) -> tuple[Provided, ...]:
+    return tuple(_provided(item, DEFAULT_MODES[axis]) for item in spec.provides)
 
 
 def _match(pattern: str, names: Mapping[str, object]) -> list[str]:

@@ -37,5 +37,7 @@ def platform_problem(platform: str) -> str | None:
         variants = KNOWN_VARIANTS.get(arch, ())
         if parts[2] not in variants:
             allowed = ", ".join(variants) if variants else "none"
-            return f"platform {platform!r}: unknown variant {parts[2]!r} for {arch} (known: {allowed})"
+            return (
+                f"platform {platform!r}: unknown variant {parts[2]!r} for {arch} (known: {allowed})"
+            )
     return None

@@ -20,7 +20,7 @@ import jinja2
 from .naming import Axis, bake_target_of_key
 
 if TYPE_CHECKING:
-    from .plan import PlannedImage
+    from .plan import PlannedImage, Provided
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_SHARD_SIZE = 500
@@ -53,7 +53,7 @@ def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,  # noqa: S701 - output is HCL/Dockerfile, escaped by our own filters
+        autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -66,10 +66,22 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[str]]) -> str:
+def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
     """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
+    steps = [
+        (
+            context,
+            index,
+            provided,
+            posixpath.dirname(provided.path),
+            posixpath.basename(provided.path),
+        )
+        for index, (context, provided) in enumerate(
+            (context, provided) for context, paths in sources.items() for provided in paths
+        )
+    ]
     template = _environment().get_template("combination.Dockerfile.j2")
-    return template.render(key=key, sources=sources)
+    return template.render(key=key, steps=steps)
 
 
 @dataclass(frozen=True)
@@ -161,9 +173,7 @@ def _dependency_order(images: Sequence[PlannedImage]) -> list[PlannedImage]:
     return [image for _, image in sorted(enumerate(order), key=anchor)]
 
 
-def render_bake_file(
-    bake: BakeFile, *, push: bool, index: int, total: int, source: str
-) -> str:
+def render_bake_file(bake: BakeFile, *, push: bool, index: int, total: int, source: str) -> str:
     """One bake file's HCL text."""
     template = _environment().get_template("docker-bake.hcl.j2")
     return template.render(

@@ -18,7 +18,7 @@ from .errors import Location, Problem
 Path = tuple[str | int, ...]
 
 try:  # libyaml's composer is several times faster on large catalogs
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+    _Loader: type[yaml.SafeLoader | yaml.CSafeLoader] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
@@ -58,7 +58,7 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
 
 
 class _Builder:
-    def __init__(self, doc: Document, loader: yaml.SafeLoader) -> None:
+    def __init__(self, doc: Document, loader: yaml.SafeLoader | yaml.CSafeLoader) -> None:
         self.doc = doc
         self.loader = loader
         self.problems: list[Problem] = []
@@ -104,7 +104,9 @@ class _Builder:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 # `<<: *anchor` merges: expand them in place, their keys count as defined here.
-                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                merged = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for source in merged:
                     if isinstance(source, yaml.MappingNode):
                         yield from self._pairs(source)
