@@ -1,0 +1,131 @@
+"""End to end: `buildgen bake --push` builds the repo's catalog with a real Docker daemon and
+buildx, pushes to a real registry, and the images hold the right files, modes and owners."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from components import Registry
+from conftest import REPO
+from oci import inspect_raw, tree, unpack
+
+pytestmark = pytest.mark.docker
+
+BASE_IMAGE = "local/crane-base:latest"  # the repo catalog's BASE_IMAGE for the crane runner
+
+
+@pytest.fixture(scope="module")
+def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny local base image (static busybox): nothing can be pulled on these machines."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.fail("busybox is not installed (apt-get install busybox-static)")
+    root = tmp_path_factory.mktemp("base")
+    (root / "bin").mkdir()
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
+    subprocess.run(["docker", "import", "-", BASE_IMAGE], input=tar.stdout, check=True,
+                   capture_output=True)  # fmt: skip
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    base_image: str, registry: Registry, oracles: None, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    prefix = f"{registry.host}/e2e"
+    out = tmp_path_factory.mktemp("bake")
+    result = subprocess.run(
+        [sys.executable, "-m", "buildgen", "bake", "--catalog", str(REPO / "catalog.yaml"),
+         "--push", "--registry", prefix, "--out", str(out), "--", "--progress", "plain"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return prefix
+
+
+def test_multi_platform_index(pushed: str) -> None:
+    index = inspect_raw(f"{pushed}/benchmarks/terminal-bench:1.0.0")
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    platforms = {
+        f"{m['platform']['os']}/{m['platform']['architecture']}"
+        for m in index["manifests"]
+        if m["platform"]["architecture"] != "unknown"
+    }
+    assert platforms == {"linux/amd64", "linux/arm64"}
+
+
+def test_amd64_only_task_image(pushed: str) -> None:
+    index = inspect_raw(f"{pushed}/benchmarks/swe-mini:django__django-11099")
+    archs = {m["platform"]["architecture"] for m in index.get("manifests", [])} - {"unknown"}
+    assert archs == {"amd64"}
+
+
+SHARED_BENCHMARK = {
+    "/testbed": "d 0755 0:0",
+    "/testbed/README.md": "f 0644 0:0",
+    "/testbed/app.py": "f 0644 0:0",
+    "/tasks": "d 0700 0:0",
+    "/tasks/hello-world.json": "f 0600 0:0",
+    "/tasks/fix-permissions.json": "f 0600 0:0",
+    "/tests": "d 0700 0:0",
+    "/tests/run.sh": "f 0700 0:0",
+}
+AGENT = {
+    "/opt": "d 0755 0:0",
+    "/opt/agent": "d 0755 0:0",
+    "/opt/agent/install.sh": "f 0755 0:0",
+    "/opt/agent/bin": "d 0755 0:0",
+    "/opt/agent/bin/agent": "f 0755 0:0",
+}
+GATEWAY = {
+    "/opt": "d 0755 0:0",
+    "/opt/gateway": "d 0700 0:0",
+    "/opt/gateway/bin": "d 0700 0:0",
+    "/opt/gateway/bin/gateway": "f 0700 0:0",
+    "/opt/gateway/config.yaml": "f 0600 0:0",
+}
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_shared_benchmark_files(pushed: str, tmp_path: Path, arch: str) -> None:
+    rootfs = unpack(f"{pushed}/benchmarks/terminal-bench:1.0.0", arch, tmp_path)
+    assert tree(rootfs) == SHARED_BENCHMARK
+
+
+def test_gateway_is_root_only(pushed: str, tmp_path: Path) -> None:
+    assert tree(unpack(f"{pushed}/models/mock-gateway:1.74.0", "arm64", tmp_path)) == GATEWAY
+
+
+def test_combination_keeps_root_only_modes(pushed: str, tmp_path: Path) -> None:
+    rootfs = unpack(f"{pushed}/evals/terminal-bench--echo-agent:latest", "amd64", tmp_path)
+    assert tree(rootfs) == {**SHARED_BENCHMARK, **AGENT, **GATEWAY}
+
+
+def test_per_task_combination(pushed: str, tmp_path: Path) -> None:
+    ref = f"{pushed}/evals/swe-mini--shell-agent:sympy__sympy-20590"
+    rootfs = unpack(ref, "amd64", tmp_path)
+    assert tree(rootfs) == {
+        "/testbed": "d 0755 0:0",
+        "/testbed/README.md": "f 0644 0:0",
+        "/tasks": "d 0700 0:0",
+        "/tasks/task.json": "f 0600 0:0",
+        "/tests": "d 0700 0:0",
+        "/tests/run.sh": "f 0700 0:0",
+        **AGENT,
+        **GATEWAY,
+    }
+    assert "sympy__sympy-20590" in (rootfs / "tasks/task.json").read_text()
+
+
+def test_crane_runner_carries_buildgen(pushed: str, tmp_path: Path) -> None:
+    rootfs = unpack(f"{pushed}/core/crane-runner:0.1.0", "amd64", tmp_path)
+    assert (rootfs / "opt/buildgen/buildgen/cli.py").is_file()
+    assert (rootfs / "bin/busybox").is_file()  # the locally made base image
+    assert not (rootfs / "opt/buildgen/.git").exists()  # .dockerignore keeps the context small
