@@ -18,7 +18,8 @@ _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
 _IPV6 = r"\[[0-9a-fA-F:]+\](?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REGISTRY_PREFIX_RE = re.compile(rf"(?:(?:{_DOMAIN}|{_IPV6})/)?{_COMPONENT}(?:/{_COMPONENT})*")
+REPOSITORY_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+HOST_RE = re.compile(rf"{_DOMAIN}|{_IPV6}")
 BAKE_TARGET_RE = re.compile(r"[a-zA-Z0-9_-]+")
 # The distribution spec allows repository names up to 255 characters in practice.
 MAX_REPOSITORY_LENGTH = 255
@@ -71,7 +72,16 @@ def task_id_problem(task: str) -> str | None:
 
 def registry_prefix_problem(prefix: str) -> str | None:
     """Why `prefix` cannot prefix image names, or None when it can."""
-    if not REGISTRY_PREFIX_RE.fullmatch(prefix):
+    first, _, rest = prefix.partition("/")
+    # As in docker's reference grammar, the first component is a registry host only when it
+    # looks like one (a '.', a ':' or 'localhost'); otherwise it is a lowercase path component.
+    is_host = "." in first or ":" in first or first == "localhost" or first.startswith("[")
+    if is_host:
+        host_ok = HOST_RE.fullmatch(first) is not None
+        valid = host_ok and (not rest or REPOSITORY_PATH_RE.fullmatch(rest) is not None)
+    else:
+        valid = REPOSITORY_PATH_RE.fullmatch(prefix) is not None
+    if not valid:
         return (
             f"registry prefix {prefix!r} is not a valid image name prefix "
             "(e.g. 'ghcr.io/acme/evals' or '127.0.0.1:5000/evals'; lowercase path)"

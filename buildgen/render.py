@@ -49,6 +49,11 @@ def hcl_string(value: str) -> str:
 
 
 @cache
+def _relative_to(path: str, start: str) -> str:
+    return posixpath.relpath(path, start)
+
+
+@cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -61,7 +66,8 @@ def _environment() -> jinja2.Environment:
     env.filters["hcl"] = hcl_string
     env.filters["bake_target"] = bake_target_of_key
     # bake reads `dockerfile` relative to the context; the plan keeps it relative to the catalog.
-    env.filters["relative_to"] = lambda path, start: posixpath.relpath(path, start)
+    env.filters["relative_to"] = _relative_to
+    env.filters["hcl_list"] = lambda values: f"[{', '.join(map(hcl_string, values))}]"
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     return env
 
@@ -119,19 +125,20 @@ def shard(
 
     def flush() -> None:
         if owned:
-            borrowed = tuple(i for k, i in present.items() if k not in {o.key for o in owned})
+            mine = {image.key for image in owned}
+            borrowed = tuple(image for key, image in present.items() if key not in mine)
             files.append(BakeFile(tuple(owned), borrowed))
         owned.clear()
         present.clear()
 
     for image in _dependency_order(images):
         needed = _closure(image, all_images)
-        missing = [dep for dep in needed if dep.key not in present]
-        if len(missing) + 1 > max_targets:
+        if len(needed) + 1 > max_targets:
             raise ValueError(
-                f"{image.key} needs {len(missing)} other targets in its file; "
-                f"raise the shard size above {max_targets}"
+                f"{image.key} needs {len(needed)} other targets in its file (its build "
+                f"contexts); raise the shard size to at least {len(needed) + 1}"
             )
+        missing = [dep for dep in needed if dep.key not in present]
         if len(present) + len(missing) + 1 > max_targets:
             flush()
             missing = needed
@@ -178,7 +185,8 @@ def render_bake_file(bake: BakeFile, *, push: bool, index: int, total: int, sour
     template = _environment().get_template("docker-bake.hcl.j2")
     return template.render(
         targets=bake.targets,
-        borrowed=bake.borrowed,
+        entries=[(image, False) for image in bake.targets]
+        + [(image, True) for image in bake.borrowed],
         push=push,
         index=index,
         total=total,

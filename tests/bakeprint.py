@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from buildgen.naming import parse_key, bake_target
+from buildgen.naming import bake_target, parse_key
 from buildgen.plan import Plan
 
 
@@ -38,18 +38,23 @@ def expected_target(record: dict[str, Any]) -> dict[str, Any]:
         target["dockerfile"] = record["dockerfile"]
     if record["contexts"]:
         target["contexts"] = {
-            name: "target:" + bake_target(*parse_key(key)) for name, key in record["contexts"].items()
+            name: "target:" + bake_target(*parse_key(key))
+            for name, key in record["contexts"].items()
         }
     return target
 
 
 def resolved_target(printed: dict[str, Any]) -> dict[str, Any]:
     """The same fields from `--print` output, with `dockerfile` made relative to the catalog."""
-    target = {key: printed.get(key, {}) for key in ("context", "tags", "platforms", "args", "labels")}
+    target = {
+        key: printed.get(key, {}) for key in ("context", "tags", "platforms", "args", "labels")
+    }
     if "dockerfile-inline" in printed:
         target["dockerfile-inline"] = printed["dockerfile-inline"]
     else:
-        target["dockerfile"] = posixpath.normpath(posixpath.join(printed["context"], printed["dockerfile"]))
+        target["dockerfile"] = posixpath.normpath(
+            posixpath.join(printed["context"], printed["dockerfile"])
+        )
     if printed.get("contexts"):
         target["contexts"] = printed["contexts"]
     return target

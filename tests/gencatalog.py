@@ -8,7 +8,12 @@ DOCKERFILE = "FROM scratch\nARG TASK_ID\nCOPY task.txt /tasks/${TASK_ID}.txt\n"
 
 
 def generate_catalog(
-    root: Path, tasks: int, *, agents: int = 2, combinations: bool = True, registry: str = "r.example/evals"
+    root: Path,
+    tasks: int,
+    *,
+    agents: int = 2,
+    combinations: bool = True,
+    registry: str = "r.example/evals",
 ) -> Path:
     """A catalog with one per-task benchmark of `tasks` tasks, `agents` agents, one gateway and,
     optionally, pre-baked combinations of one agent with every task."""

@@ -54,11 +54,17 @@ def test_platform_filter(buildx: None, tmp_path: Path) -> None:
 # Strings a catalog may hold: anything but unpaired surrogates (YAML input cannot carry them).
 ANY_TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
-) | st.sampled_from(["${x}", "$${x}", "%{if a}b%{endif}", '"}\ntarget "evil" {', "\\", "\\n", "${", "%{"])
-ARG_NAME = st.text(alphabet=string.ascii_letters + string.digits + "_${}%\"\\.-", min_size=1, max_size=12)
+) | st.sampled_from(
+    ["${x}", "$${x}", "%{if a}b%{endif}", '"}\ntarget "evil" {', "\\", "\\n", "${", "%{"]
+)
+ARG_NAME = st.text(
+    alphabet=string.ascii_letters + string.digits + '_${}%"\\.-', min_size=1, max_size=12
+)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     args=st.dictionaries(ARG_NAME, ANY_TEXT, max_size=4),
     labels=st.dictionaries(ANY_TEXT.filter(bool), ANY_TEXT, max_size=4),

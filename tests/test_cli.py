@@ -1,0 +1,145 @@
+"""The CLI contract: verbs, flags, exit codes, stdout for data and stderr for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from buildgen.cli import main
+
+
+def buildgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "buildgen", *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
+
+
+def test_help_lists_the_verbs() -> None:
+    result = buildgen("--help")
+    assert result.returncode == 0
+    for verb in ("validate", "plan", "bake", "schema"):
+        assert f"\n    {verb}" in result.stdout
+
+
+@pytest.mark.parametrize("verb", ["validate", "plan", "bake", "schema"])
+def test_every_verb_has_help(verb: str) -> None:
+    result = buildgen(verb, "--help")
+    assert result.returncode == 0
+    assert "--catalog" in result.stdout
+
+
+def test_unknown_flag_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_plan_json_is_deterministic_and_complete() -> None:
+    first, second = buildgen("plan", "--json"), buildgen("plan", "--json")
+    assert first.returncode == 0
+    assert first.stdout == second.stdout
+    records = json.loads(first.stdout)
+    keys = [r["key"] for r in records]
+    assert keys[0] == "core/crane-runner"
+    assert "benchmarks/swe-mini:django__django-11099" in keys
+    assert len(keys) == len(set(keys)) == 16
+    for field in (
+        "key",
+        "target",
+        "tags",
+        "platforms",
+        "context",
+        "dockerfile",
+        "args",
+        "depends_on",
+    ):
+        assert all(field in r for r in records), field
+    task = next(r for r in records if r["key"] == "benchmarks/swe-mini:django__django-11099")
+    assert task["tags"] == ["ghcr.io/acme/evals/benchmarks/swe-mini:django__django-11099"]
+    assert task["args"] == {"TASK_ID": "django__django-11099"}
+    assert task["platforms"] == ["linux/amd64"]
+    combo = next(r for r in records if r["key"] == "evals/terminal-bench--echo-agent")
+    assert combo["depends_on"] == [
+        "benchmarks/terminal-bench",
+        "agents/echo-agent",
+        "models/mock-gateway",
+    ]
+
+
+def test_registry_override_and_select() -> None:
+    result = buildgen("plan", "--json", "--registry", "127.0.0.1:5000/x", "--select", "agents/*")
+    records = json.loads(result.stdout)
+    assert [r["key"] for r in records] == ["agents/echo-agent", "agents/shell-agent"]
+    assert records[0]["tags"] == ["127.0.0.1:5000/x/agents/echo-agent:2.0.14"]
+
+
+def test_select_matching_nothing_warns() -> None:
+    result = buildgen("plan", "--select", "benchmarks/swe-mini:django__*", "--select", "nope/*")
+    assert result.returncode == 0
+    assert "--select 'nope/*' selects no image" in result.stderr
+    assert "benchmarks/swe-mini:django__django-11099" in result.stdout
+    assert "astropy" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plan", "--registry", "UPPER/case"], "--registry: registry prefix 'UPPER/case'"),
+        (["bake", "--dry-run", "--platform", "linux/x86_64"], "did you mean 'amd64'"),
+        (["bake", "--dry-run", "--shard-size", "0"], "--shard-size must be at least 1"),
+        (["plan", "--", "--print"], "only for 'bake'"),
+    ],
+)
+def test_bad_input_is_exit_2(args: list[str], message: str) -> None:
+    result = buildgen(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dry_run_needs_no_docker(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no docker on PATH
+    out = tmp_path / "out"
+    result = buildgen("bake", "--dry-run", "--out", str(out), "--shard-size", "6", "--",
+                      "--progress", "plain", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"cd {REPO}"
+    files = sorted(out.glob("docker-bake.*.hcl"))
+    assert len(files) > 1
+    assert lines[1:] == [f"docker buildx bake -f {f} --progress plain" for f in files]
+    assert json.loads((out / "plan.json").read_text())[0]["key"] == "core/crane-runner"
+
+
+def test_rerender_replaces_the_whole_set(tmp_path: Path) -> None:
+    assert (
+        buildgen("bake", "--dry-run", "--out", str(tmp_path), "--shard-size", "4").returncode == 0
+    )
+    assert len(list(tmp_path.glob("docker-bake.*.hcl"))) > 1
+    assert buildgen("bake", "--dry-run", "--out", str(tmp_path)).returncode == 0
+    assert [p.name for p in tmp_path.glob("docker-bake.*.hcl")] == ["docker-bake.001.hcl"]
+    assert not list(tmp_path.glob(".bake-*"))
+
+
+def test_bake_without_docker_is_exit_3(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
+    result = buildgen("bake", "--out", str(tmp_path), env=env)
+    assert result.returncode == 3
+    assert "docker is not installed" in result.stderr
+
+
+def test_invalid_catalog_is_exit_2_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text("version: 1\nregistry: [x]\n")
+    result = buildgen("bake", "--dry-run", "--catalog", str(tmp_path / "catalog.yaml"))
+    assert result.returncode == 2
+    assert (
+        f"{tmp_path / 'catalog.yaml'}:2:11: 'registry' must be a string, not a list"
+        in result.stderr
+    )
+    assert "missing required key 'platforms'" in result.stderr
+    assert "Traceback" not in result.stderr
