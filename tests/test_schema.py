@@ -28,3 +28,19 @@ def test_schema_forbids_unknown_keys() -> None:
 def test_catalog_references_schema_for_editors() -> None:
     first_line = (REPO / "catalog.yaml").read_text().splitlines()[0]
     assert first_line == "# yaml-language-server: $schema=schema/catalog.schema.json"
+
+
+def test_repo_catalog_satisfies_the_schema() -> None:
+    import jsonschema
+    import yaml
+
+    schema = json.loads(SCHEMA.read_text())
+    catalog = yaml.safe_load((REPO / "catalog.yaml").read_text())
+    jsonschema.validate(catalog, schema)
+    catalog["agents"]["echo-agent"]["verison"] = "1.0.0"
+    try:
+        jsonschema.validate(catalog, schema)
+    except jsonschema.ValidationError as exc:
+        assert "verison" in exc.message
+    else:
+        raise AssertionError("the schema accepted an unknown key")
