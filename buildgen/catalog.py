@@ -543,6 +543,15 @@ class _Checker:
                             f"combination rule {pairs[benchmark, agent] + 1}",
                         )
                     pairs.setdefault((benchmark, agent), i)
+                    axes = [("benchmarks", benchmark), ("agents", agent)]
+                    if isinstance(gateway, str) and gateway in names["gateways"]:
+                        axes.append(("gateways", gateway))
+                    if not _common_platforms(data, axes):
+                        self.add(
+                            base,
+                            f"combination {benchmark}--{agent} has no platform that "
+                            f"{' and '.join(name for _, name in axes)} all have",
+                        )
 
     def _match(self, pattern: Any, names: list[str], what: str, path: YamlPath) -> list[str]:
         if not isinstance(pattern, str):
@@ -556,6 +565,18 @@ class _Checker:
             self.add(path, _unknown(what, pattern, names))
             return []
         return [pattern]
+
+
+def _common_platforms(data: dict[str, Any], axes: list[tuple[str, str]]) -> set[str]:
+    """The platforms every (section, name) entry is built for, from the raw catalog."""
+    default = data.get("platforms") if isinstance(data.get("platforms"), list) else []
+    common: set[str] | None = None
+    for section, name in axes:
+        entry = data[section].get(name)
+        platforms = entry.get("platforms") if isinstance(entry, dict) else None
+        chosen = set(platforms if isinstance(platforms, list) else default)
+        common = chosen if common is None else common & chosen
+    return common or set()
 
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:

@@ -7,7 +7,6 @@ report `PATH:LINE:COL`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,15 +81,23 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
         first_seen: dict[Any, yaml.Node] = {}
-        for key_node, value_node in self._pairs(node):
-            if not isinstance(key_node, yaml.ScalarNode):
+        explicit, merged = self._pairs(node)
+        # YAML merge keys (`<<: *anchor`): explicit keys win over merged ones, and earlier
+        # merged mappings over later ones; only two explicit keys of one name are duplicates.
+        explicit_keys = {self._key(k) for k, _ in explicit}
+        for key_node, value_node in merged:
+            key = self._key(key_node)
+            if key is None or key in explicit_keys or key in first_seen:
+                continue
+            first_seen[key] = key_node
+            self.doc.keys[(*path, key)] = _mark(key_node)
+            result[key] = self.build(value_node, (*path, key))
+        for key_node, value_node in explicit:
+            key = self._key(key_node)
+            if key is None:
                 self._problem(key_node, "a mapping key must be a plain value")
                 continue
-            key = self.loader.construct_object(key_node)
-            if not isinstance(key, str):
-                # YAML reads `1:`, `true:` or `null:` as non-strings; every key here is a name.
-                key = key_node.value
-            if key in first_seen:
+            if key in first_seen and key in explicit_keys and first_seen[key] is not key_node:
                 line, _ = _mark(first_seen[key])
                 self._problem(key_node, f"duplicate key {key!r} (first defined on line {line})")
                 continue
@@ -100,20 +107,32 @@ class _Builder:
             result[key] = self.build(value_node, child)
         return result
 
-    def _pairs(self, node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    def _key(self, node: yaml.Node) -> str | None:
+        if not isinstance(node, yaml.ScalarNode):
+            return None
+        key = self.loader.construct_object(node)
+        # YAML reads `1:`, `true:` or `null:` as non-strings; every key here is a name.
+        return key if isinstance(key, str) else str(node.value)
+
+    def _pairs(
+        self, node: yaml.MappingNode
+    ) -> tuple[list[tuple[yaml.Node, yaml.Node]], list[tuple[yaml.Node, yaml.Node]]]:
+        explicit: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                # `<<: *anchor` merges: expand them in place, their keys count as defined here.
-                merged = (
-                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                )
-                for source in merged:
-                    if isinstance(source, yaml.MappingNode):
-                        yield from self._pairs(source)
-                    else:
-                        self._problem(source, "a merge key '<<' must name a mapping")
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                explicit.append((key_node, value_node))
                 continue
-            yield key_node, value_node
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for source in sources:
+                if isinstance(source, yaml.MappingNode):
+                    inner_explicit, inner_merged = self._pairs(source)
+                    merged += inner_explicit + inner_merged
+                else:
+                    self._problem(source, "a merge key '<<' must name a mapping")
+        return explicit, merged
 
     def _problem(self, node: yaml.Node, message: str) -> None:
         line, col = _mark(node)

@@ -94,6 +94,7 @@ CASES = [
     ("combination unknown gateway", B + "combinations:\n  - {benchmark: tb, agents: ['*'], gateway: nope}\n", "11:45: unknown gateway 'nope'"),
     ("combination glob matches nothing", B + "combinations:\n  - {benchmark: 'x*', agents: ['*']}\n", "11:17: pattern 'x*' matches no benchmark"),
     ("combination repeated pair", B + "combinations:\n  - {benchmark: tb, agents: [a1]}\n  - {benchmark: tb, agents: ['*']}\n", "12:5: combination tb--a1 is already made by combination rule 1"),
+    ("combination without common platform", B.replace("a1: {context: a1}", "a1: {context: a1, platforms: [linux/arm64]}").replace("tb: {context: tb, version: 1.0.0}", "tb: {context: tb, platforms: [linux/amd64]}") + "combinations:\n  - {benchmark: tb, agents: [a1]}\n", "11:5: combination tb--a1 has no platform that tb and a1 all have"),
     ("catalog version", "version: 2\nregistry: r.io/x\nplatforms: [linux/amd64]\n", "1:10: unsupported catalog version 2"),
     ("bad registry", "version: 1\nregistry: Ghcr.io/Acme\nplatforms: [linux/amd64]\n", "2:11: registry prefix 'Ghcr.io/Acme' is not a valid image name prefix"),
     ("not a mapping", "- just\n- a list\n", "1:1: the catalog must be a mapping"),
@@ -150,3 +151,17 @@ def test_missing_catalog_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert errors == [
         f"{tmp_path / 'absent.yaml'}:1:1: cannot read the catalog: No such file or directory"
     ]
+
+
+def test_yaml_merge_keys_may_be_overridden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        H
+        + "agents:\n  a1: &base {context: a1, version: 1.0.0}\n  a2:\n    <<: *base\n    version: 2.0.0\n"
+    )
+    path = write_catalog(tmp_path, text, *DIRS)
+    assert run(path, capsys) == (0, [])
+    from buildgen.catalog import load_catalog
+
+    assert load_catalog(path).model.agents["a2"].version == "2.0.0"
