@@ -569,7 +569,8 @@ class _Checker:
 
 def _common_platforms(data: dict[str, Any], axes: list[tuple[str, str]]) -> set[str]:
     """The platforms every (section, name) entry is built for, from the raw catalog."""
-    default = data.get("platforms") if isinstance(data.get("platforms"), list) else []
+    top = data.get("platforms")
+    default: list[Any] = top if isinstance(top, list) else []
     common: set[str] | None = None
     for section, name in axes:
         entry = data[section].get(name)

@@ -90,8 +90,9 @@ class _Builder:
             if key is None or key in explicit_keys or key in first_seen:
                 continue
             first_seen[key] = key_node
-            self.doc.keys[(*path, key)] = _mark(key_node)
-            result[key] = self.build(value_node, (*path, key))
+            child: Path = (*path, key)
+            self.doc.keys[child] = _mark(key_node)
+            result[key] = self.build(value_node, child)
         for key_node, value_node in explicit:
             key = self._key(key_node)
             if key is None:
