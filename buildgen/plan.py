@@ -12,9 +12,11 @@ import logging
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from . import naming
+from . import inputs, naming
 from .catalog import Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
 from .errors import UsageError
 from .naming import Axis
@@ -70,6 +72,7 @@ class PlannedImage:
     provides: tuple[Provided, ...] = ()
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
+    inputs: str = ""  # build-inputs hash (inputs.py), filled in by make_plan
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -99,6 +102,7 @@ class PlannedImage:
             "provides": [p.to_json() for p in self.provides],
             "cache_from": list(self.cache_from),
             "cache_to": list(self.cache_to),
+            "inputs": self.inputs,
         }
 
 
@@ -138,6 +142,7 @@ def make_plan(catalog: Catalog, *, registry: str | None = None, select: Sequence
     if problem:
         raise UsageError(f"--registry: {problem}")
     images = list(_expand(catalog, prefix))
+    images += _combinations(catalog, prefix, {image.key: image.inputs for image in images})
     by_key = {image.key: image for image in images}
     _check_targets(images)
     chosen = images if not select else _select(images, select)
@@ -178,7 +183,15 @@ def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
         yield _axis_image(catalog, prefix, Axis.AGENT, name, agent)
     for name, gateway in sorted(model.gateways.items()):
         yield _axis_image(catalog, prefix, Axis.GATEWAY, name, gateway)
-    yield from _combinations(catalog, prefix)
+
+
+@cache
+def _source_digests(root: Path, context: str, dockerfile: str) -> tuple[str, str]:
+    """Digests of a context's visible files and of its Dockerfile, once per run."""
+    dockerfile_path = root / dockerfile
+    return inputs.context_digest(root / context, dockerfile_path), inputs.file_digest(
+        dockerfile_path
+    )
 
 
 def _platforms(catalog: Catalog, spec: ImageSpec) -> tuple[str, ...]:
@@ -215,6 +228,20 @@ def _axis_image(
     if isinstance(spec, (Agent, Gateway)):
         provides = _axis_provides(spec, axis)
     key = naming.image_key(axis, name, task)
+    context, dockerfile = _normalize(spec.context), _normalize(dockerfile)
+    platforms = _platforms(catalog, spec)
+    labels = _labels(catalog, key, spec.version, spec)
+    context_digest, dockerfile_digest = _source_digests(catalog.root, context, dockerfile)
+    digest = inputs.inputs_hash(
+        context=context_digest,
+        dockerfile=dockerfile_digest,
+        dockerfile_inline=None,
+        stage=spec.target,
+        args=args,
+        labels=labels,
+        platforms=platforms,
+        dependencies={},
+    )
     return PlannedImage(
         key=key,
         axis=axis,
@@ -224,16 +251,17 @@ def _axis_image(
         repository=naming.repository(prefix, axis, name),
         tag=task or spec.version or "latest",
         version=spec.version,
-        platforms=_platforms(catalog, spec),
-        context=_normalize(spec.context),
-        dockerfile=_normalize(dockerfile),
+        platforms=platforms,
+        context=context,
+        dockerfile=dockerfile,
         dockerfile_inline=None,
         stage=spec.target,
         args=args,
-        labels=_labels(catalog, key, spec.version, spec),
+        labels=labels,
         provides=provides,
         cache_from=tuple(spec.cache_from),
         cache_to=tuple(spec.cache_to),
+        inputs=digest,
     )
 
 
@@ -244,7 +272,9 @@ def _provided(item: str | ProvidedPath, default_mode: int) -> Provided:
     return Provided(item.path, mode, item.uid, item.gid)
 
 
-def _combinations(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
+def _combinations(
+    catalog: Catalog, prefix: str, hashes: Mapping[str, str]
+) -> Iterable[PlannedImage]:
     model = catalog.model
     made: set[tuple[str, str]] = set()
     for rule in model.combinations:
@@ -263,7 +293,7 @@ def _combinations(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
                 )
                 for task in tasks:
                     yield _combination(
-                        catalog, prefix, bench_name, bench, agent_name, agent,
+                        catalog, prefix, hashes, bench_name, bench, agent_name, agent,
                         rule.gateway, gateway, task, rule.version,
                     )  # fmt: skip
 
@@ -271,6 +301,7 @@ def _combinations(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
 def _combination(
     catalog: Catalog,
     prefix: str,
+    hashes: Mapping[str, str],
     bench_name: str,
     bench: Benchmark,
     agent_name: str,
@@ -292,6 +323,18 @@ def _combination(
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
         sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
+    dockerfile = render_combination_dockerfile(key, sources)
+    labels = _labels(catalog, key, version, None)
+    digest = inputs.inputs_hash(
+        context=None,
+        dockerfile=None,
+        dockerfile_inline=dockerfile,
+        stage=None,
+        args={},
+        labels=labels,
+        platforms=platforms,
+        dependencies={name: hashes[dep] for name, dep in contexts.items()},
+    )
     return PlannedImage(
         key=key,
         axis=Axis.EVAL,
@@ -304,12 +347,13 @@ def _combination(
         platforms=tuple(platforms),
         context=".",
         dockerfile=None,
-        dockerfile_inline=render_combination_dockerfile(key, sources),
+        dockerfile_inline=dockerfile,
         stage=None,
         args={},
-        labels=_labels(catalog, key, version, None),
+        labels=labels,
         contexts=contexts,
         depends_on=tuple(contexts.values()),
+        inputs=digest,
     )
 
 

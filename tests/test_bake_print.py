@@ -74,6 +74,7 @@ def test_catalog_strings_come_back_byte_identical(
     buildx: None, tmp_path: Path, args: dict[str, str], labels: dict[str, str], description: str
 ) -> None:
     (tmp_path / "a").mkdir(exist_ok=True)
+    (tmp_path / "a" / "Dockerfile").write_text("FROM scratch\n")
     model = CatalogModel(
         version=1,
         registry="r.example/evals",

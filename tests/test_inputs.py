@@ -1,0 +1,105 @@
+"""Build-inputs hashes: .dockerignore semantics and what changes a hash (and what does not)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from buildgen import inputs
+from buildgen.catalog import load_catalog
+from buildgen.inputs import DockerIgnore
+from buildgen.plan import make_plan
+
+
+@pytest.mark.parametrize(
+    ("patterns", "path", "excluded"),
+    [
+        (["*.md"], "README.md", True),
+        (["*.md"], "docs/README.md", False),
+        (["**/*.md"], "docs/deep/README.md", True),
+        (["**/*.md"], "README.md", True),
+        (["build"], "build/x/y", True),
+        (["/build/"], "build/x", True),
+        (["*", "!src/"], "src/a.py", False),
+        (["*", "!src/"], "other.py", True),
+        (["a?c"], "abc", True),
+        (["[a-c]x"], "bx", True),
+        (["[!a-c]x"], "bx", False),
+        (["# comment", ""], "x", False),
+        (["**/__pycache__"], "pkg/__pycache__/m.pyc", True),
+    ],
+)
+def test_dockerignore(patterns: list[str], path: str, excluded: bool) -> None:
+    assert DockerIgnore(patterns).excluded(path) is excluded
+
+
+def _copy_repo_catalog(tmp_path: Path) -> Path:
+    for name in ("catalog.yaml", "tasks", "containers", "buildgen", "templates", "pyproject.toml",
+                 ".dockerignore"):  # fmt: skip
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(
+                source, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(source, tmp_path / name)
+    return tmp_path / "catalog.yaml"
+
+
+def _hashes(catalog: Path) -> dict[str, str]:
+    inputs.context_digest.cache_clear()
+    inputs.file_digest.cache_clear()
+    from buildgen import plan
+
+    plan._source_digests.cache_clear()
+    return {i.key: i.inputs for i in make_plan(load_catalog(catalog)).images}
+
+
+def test_hash_is_stable_across_checkouts(tmp_path: Path) -> None:
+    assert _hashes(_copy_repo_catalog(tmp_path)) == _hashes(REPO / "catalog.yaml")
+
+
+def test_a_change_moves_exactly_the_images_built_from_it(tmp_path: Path) -> None:
+    catalog = _copy_repo_catalog(tmp_path)
+    before = _hashes(catalog)
+    (tmp_path / "containers/agents/echo-agent/bin/agent").write_text("#!/bin/sh\necho changed\n")
+    after = _hashes(catalog)
+    changed = sorted(k for k in before if before[k] != after[k])
+    assert changed == [
+        "agents/echo-agent",
+        "evals/swe-mini--echo-agent:astropy__astropy-12907",
+        "evals/swe-mini--echo-agent:django__django-11099",
+        "evals/swe-mini--echo-agent:sympy__sympy-20590",
+        "evals/terminal-bench--echo-agent",
+    ]
+
+
+def test_ignored_files_and_mtimes_do_not_count(tmp_path: Path) -> None:
+    catalog = _copy_repo_catalog(tmp_path)
+    before = _hashes(catalog)
+    (tmp_path / "buildgen" / "__pycache__").mkdir(exist_ok=True)
+    (tmp_path / "buildgen" / "__pycache__" / "x.pyc").write_bytes(b"junk")  # .dockerignore'd
+    (tmp_path / "notes.txt").write_text("not in the runner's context")
+    (tmp_path / "containers/agents/echo-agent/install.sh").touch()
+    assert _hashes(catalog) == before
+
+
+def test_exec_bit_counts(tmp_path: Path) -> None:
+    catalog = _copy_repo_catalog(tmp_path)
+    before = _hashes(catalog)
+    (tmp_path / "containers/models/mock-gateway/opt/gateway/config.yaml").chmod(0o755)
+    after = _hashes(catalog)
+    assert {k for k in before if before[k] != after[k]} == {
+        "models/mock-gateway",
+        "evals/terminal-bench--echo-agent",
+        "evals/terminal-bench--shell-agent",
+        "evals/swe-mini--echo-agent:astropy__astropy-12907",
+        "evals/swe-mini--echo-agent:django__django-11099",
+        "evals/swe-mini--echo-agent:sympy__sympy-20590",
+        "evals/swe-mini--shell-agent:astropy__astropy-12907",
+        "evals/swe-mini--shell-agent:django__django-11099",
+        "evals/swe-mini--shell-agent:sympy__sympy-20590",
+    }
