@@ -13,14 +13,18 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .bake import BakeOptions, prepare, run
+from .bake import BakeOptions, bake, detect_push_mode, prepare
 from .catalog import DEFAULT_CATALOG, Catalog, catalog_schema, load_catalog
 from .errors import BuildgenError, CatalogError, UsageError
 from .plan import Plan, make_plan
 from .platforms import platform_problem
-from .render import DEFAULT_SHARD_SIZE
+from .render import DEFAULT_SHARD_SIZE, PushMode
+
+if TYPE_CHECKING:
+    from .registry import RegistryOptions
 
 log = logging.getLogger("buildgen")
 
@@ -31,6 +35,7 @@ pre-baked combinations) into docker-bake files and builds them with docker build
   buildgen validate            check the catalog; every error as FILE:LINE:COL: message
   buildgen plan                the images the catalog expands to (--json for machines)
   buildgen bake                render the bake files and run docker buildx bake on them
+  buildgen publish             merge per-platform pushes into tagged multi-arch indexes
   buildgen schema              the catalog's JSON Schema
 
 exit codes: 0 done, 1 check failed, 2 bad input, 3 an external tool failed
@@ -103,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         "'benchmarks/swe-bench:django__*'",
     )  # fmt: skip
 
+    registry = _Parser(add_help=False)
+    registry.add_argument(
+        "--insecure-registry", action="append", default=[], metavar="HOST",
+        help="allow plain http to HOST[:PORT] (loopback always is)",
+    )  # fmt: skip
+    registry.add_argument(
+        "--ca-bundle", metavar="PEM", help="verify registry TLS with these CA certificates"
+    )
+
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
 
     validate = verbs.add_parser(
@@ -123,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.set_defaults(handler=_plan)
 
     bake = verbs.add_parser(
-        "bake", parents=[common, selecting], formatter_class=_Formatter,
+        "bake", parents=[common, selecting, registry], formatter_class=_Formatter,
         usage="buildgen bake [options] [-- extra docker buildx bake args]",
         help="render the bake files and run docker buildx bake",
         description="Render the plan as docker-bake HCL files of at most --shard-size targets "
@@ -134,7 +148,16 @@ def _parser() -> argparse.ArgumentParser:
     bake.add_argument(
         "--platform", metavar="P", help="build only this platform (os/arch[/variant])"
     )
-    bake.add_argument("--push", action="store_true", help="push the images to the registry")
+    bake.add_argument(
+        "--push", action="store_true",
+        help="push to the registry: by digest where the builder can (docker-container), else "
+        "under staging tags build-<inputs>-<platforms>; never release tags (publish writes "
+        "those). What was pushed is recorded in DIR/results.<platform|all>.json",
+    )  # fmt: skip
+    bake.add_argument(
+        "--push-by-digest", action="store_true",
+        help="push by digest whatever the builder (the docker driver refuses it)",
+    )  # fmt: skip
     bake.add_argument(
         "--dry-run", action="store_true",
         help="write the files and print the buildx commands; needs no Docker",
@@ -149,6 +172,27 @@ def _parser() -> argparse.ArgumentParser:
         "several small files much faster than one large one",
     )  # fmt: skip
     bake.set_defaults(handler=_bake)
+
+    publish_ = verbs.add_parser(
+        "publish", parents=[common, selecting, registry], formatter_class=_Formatter,
+        help="merge per-platform pushes into multi-arch indexes and tag them",
+        description="For every image, build one OCI index from the per-platform manifests "
+        "recorded by `buildgen bake --push` (with their attestations), annotate it, push it "
+        "once and tag it: the immutable X.Y.Z; X.Y, X and latest only when it is the newest "
+        "stable version of that line in the repository; a prerelease only its own tag; a "
+        "per-task image its task id; and inputs-<hash>. Talks to the registry directly.",
+    )  # fmt: skip
+    publish_.add_argument(
+        "--from", dest="results", nargs="+", type=Path, required=True, metavar="RESULTS",
+        help="results files of bake --push runs (e.g. build/bake/results.*.json)",
+    )  # fmt: skip
+    publish_.add_argument(
+        "--dry-run", action="store_true", help="print what would be pushed and tagged"
+    )
+    publish_.add_argument(
+        "--jobs", type=int, default=16, metavar="N", help="images published at once (default 16)"
+    )
+    publish_.set_defaults(handler=_publish)
 
     schema = verbs.add_parser(
         "schema", formatter_class=_Formatter, parents=[common],
@@ -166,6 +210,9 @@ def _setup_logging(level: int) -> None:
         level={-1: logging.WARNING, 0: logging.INFO}.get(max(-1, min(level, 1)), logging.DEBUG),
         force=True,
     )
+    # httpx logs every request at INFO: that is our debug level, not the user's.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level > 1 else logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _load(args: argparse.Namespace) -> Catalog:
@@ -218,26 +265,74 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
             raise UsageError(f"--platform: {problem}")
     plan = _make_plan(args)
     out = args.out if args.out is not None else plan.catalog.root / "build" / "bake"
+    push = PushMode.NONE
+    if args.push or args.push_by_digest:
+        if args.push_by_digest:
+            push = PushMode.DIGEST
+        else:
+            push = PushMode.STAGING if args.dry_run else detect_push_mode()
     options = BakeOptions(
         out=out,
-        push=args.push,
+        push=push,
         platform=args.platform,
         shard_size=args.shard_size,
         extra_args=tuple(passthrough),
     )
-    bake = prepare(plan, options)
-    built = sum(1 for _ in plan.images)
-    log.info("%d image(s) in %d bake file(s) under %s", built, len(bake.files), out)
+    bake_run = prepare(plan, options)
+    log.info(
+        "%d image(s) in %d bake file(s) under %s%s",
+        len(bake_run.plan.images), len(bake_run.files), out,
+        f"; pushing {'by digest' if push is PushMode.DIGEST else 'under staging tags'}"
+        if push is not PushMode.NONE else "",
+    )  # fmt: skip
     if args.dry_run:
-        sys.stdout.write(f"cd {shlex.quote(str(bake.cwd))}\n")
-        for command in bake.commands:
+        sys.stdout.write(f"cd {shlex.quote(str(bake_run.cwd))}\n")
+        for command in bake_run.commands:
             sys.stdout.write(shlex.join(command) + "\n")
         return 0
-    if not bake.files:
+    if not bake_run.files:
         log.warning("nothing to build")
         return 0
-    run(bake)
+    if push is PushMode.NONE:
+        bake(bake_run)
+        return 0
+    from .registry import (
+        RegistryClient,
+    )  # httpx: imported only by the verbs that talk to registries
+
+    with RegistryClient(_registry_options(args)) as client:
+        bake(bake_run, client)
     return 0
+
+
+def _registry_options(args: argparse.Namespace) -> RegistryOptions:
+    from .registry import RegistryOptions
+
+    return RegistryOptions(insecure=tuple(args.insecure_registry), ca_bundle=args.ca_bundle)
+
+
+def _publish(args: argparse.Namespace, _: list[str]) -> int:
+    from .publish import Progress, PublishOptions, SourceInfo, Summary, exit_code, publish
+    from .registry import RegistryClient
+    from .results import load_results
+
+    plan = _make_plan(args)
+    results = load_results(args.results)
+    source = SourceInfo.from_git(plan.catalog.root)
+    options = PublishOptions(jobs=args.jobs, dry_run=args.dry_run)
+    log.info("publishing %d image(s) to %s from %d results file(s)", len(plan.images),
+             plan.registry, len(results))  # fmt: skip
+    with RegistryClient(_registry_options(args)) as client:
+        outcomes = publish(plan, results, client, options, source, Progress())
+    if args.dry_run:
+        for outcome in outcomes:
+            if outcome.status in ("would-publish", "would-tag"):
+                verb = "push index" if outcome.status == "would-publish" else "retag"
+                sys.stdout.write(
+                    f"{verb} {outcome.repository}@{outcome.digest} tags: {' '.join(outcome.tags)}\n"
+                )
+    log.info("publish: %s", Summary.of(outcomes))
+    return exit_code(outcomes)
 
 
 def _schema(args: argparse.Namespace, _: list[str]) -> int:

@@ -11,6 +11,7 @@ import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,14 +181,41 @@ def _dependency_order(images: Sequence[PlannedImage]) -> list[PlannedImage]:
     return [image for _, image in sorted(enumerate(order), key=anchor)]
 
 
-def render_bake_file(bake: BakeFile, *, push: bool, index: int, total: int, source: str) -> str:
+class PushMode(str, Enum):
+    """How `bake --push` names what it pushes. Never a release tag: only publish writes those."""
+
+    NONE = "none"  # no push: the builder's default output (the docker driver loads locally)
+    STAGING = "staging"  # under staging tags build-<inputs>-<platforms> (the docker driver)
+    DIGEST = "digest"  # push by digest, no tag at all (docker-container and remote builders)
+
+
+def staging_tag(image: PlannedImage) -> str:
+    """The tag a per-platform push goes to: its inputs hash and platforms make it unique, so
+    runs for different platforms never overwrite each other, and a rerun of the same inputs
+    lands on the same tag."""
+    scope = "_".join(p.replace("/", "-") for p in image.platforms)
+    return f"build-{image.inputs.removeprefix('sha256:')[:16]}-{scope}"
+
+
+def _outputs(image: PlannedImage, mode: PushMode) -> tuple[list[str], list[str]]:
+    """Tags and outputs of an owned target."""
+    if mode is PushMode.STAGING:
+        return [f"{image.repository}:{staging_tag(image)}"], ["type=image,push=true"]
+    if mode is PushMode.DIGEST:
+        output = (
+            f"type=image,name={image.repository},push-by-digest=true,name-canonical=true,push=true"
+        )
+        return [], [output]
+    return list(image.tags), []
+
+
+def render_bake_file(bake: BakeFile, *, push: PushMode, index: int, total: int, source: str) -> str:
     """One bake file's HCL text."""
     template = _environment().get_template("docker-bake.hcl.j2")
     return template.render(
         targets=bake.targets,
-        entries=[(image, False) for image in bake.targets]
-        + [(image, True) for image in bake.borrowed],
-        push=push,
+        entries=[(image, False, *_outputs(image, push)) for image in bake.targets]
+        + [(image, True, [], []) for image in bake.borrowed],
         index=index,
         total=total,
         source=source,

@@ -23,11 +23,15 @@ def bake_print(path: Path, cwd: Path) -> dict[str, Any]:
     return printed
 
 
-def expected_target(record: dict[str, Any]) -> dict[str, Any]:
+def expected_target(record: dict[str, Any], staging: bool = False) -> dict[str, Any]:
     """What buildx should resolve a plan record's target to (the fields we set)."""
+    tags = record["tags"]
+    if staging:  # bake --push: build-<16 hex of the inputs hash>-<platforms>, no release tag
+        scope = "_".join(p.replace("/", "-") for p in record["platforms"])
+        tags = [f"{record['repository']}:build-{record['inputs'][7:23]}-{scope}"]
     target: dict[str, Any] = {
         "context": record["context"],
-        "tags": record["tags"],
+        "tags": tags,
         "platforms": record["platforms"],
         "args": record["args"],
         "labels": record["labels"],
@@ -60,7 +64,9 @@ def resolved_target(printed: dict[str, Any]) -> dict[str, Any]:
     return target
 
 
-def assert_files_match_plan(files: Iterable[Path], plan: Plan, cwd: Path) -> int:
+def assert_files_match_plan(
+    files: Iterable[Path], plan: Plan, cwd: Path, staging: bool = False
+) -> int:
     """Every plan image is an output target of exactly one file and resolves to its record."""
     records = {r["target"]: r for r in json.loads(plan.to_json())}
     owned: dict[str, Path] = {}
@@ -74,7 +80,8 @@ def assert_files_match_plan(files: Iterable[Path], plan: Plan, cwd: Path) -> int
             assert name in records, f"{path}: target {name} is not in the plan"
             assert name not in owned, f"{name} is built by {owned[name]} and {path}"
             owned[name] = path
-            assert resolved_target(targets[name]) == expected_target(records[name]), name
+            expected = expected_target(records[name], staging)
+            assert resolved_target(targets[name]) == expected, name
             assert "cacheonly" not in json.dumps(targets[name].get("output", []))
         for name, target in targets.items():
             if name not in group:  # borrowed: a context only, never an output

@@ -101,3 +101,22 @@ def write_catalog(root: Path, text: str, *dirs: str, files: dict[str, str] | Non
     path = root / "catalog.yaml"
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
+
+
+BASE_IMAGE = "local/crane-base:latest"  # the repo catalog's BASE_IMAGE for the crane runner
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny local base image (static busybox): nothing can be pulled on these machines."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        pytest.fail("busybox is not installed (apt-get install busybox-static)")
+    root = tmp_path_factory.mktemp("base")
+    (root / "bin").mkdir()
+    shutil.copy(busybox, root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
+    subprocess.run(["docker", "import", "-", BASE_IMAGE], input=tar.stdout, check=True,
+                   capture_output=True)  # fmt: skip
+    return BASE_IMAGE

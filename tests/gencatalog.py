@@ -14,6 +14,7 @@ def generate_catalog(
     agents: int = 2,
     combinations: bool = True,
     registry: str = "r.example/evals",
+    task_platforms: str = "[linux/amd64]",
 ) -> Path:
     """A catalog with one per-task benchmark of `tasks` tasks, `agents` agents, one gateway and,
     optionally, pre-baked combinations of one agent with every task."""
@@ -31,7 +32,7 @@ def generate_catalog(
         "  big:",
         "    context: bench",
         "    version: 1.0.0",
-        "    platforms: [linux/amd64]",
+        f"    platforms: {task_platforms}",
         "    args: {PYTHON: '3.11'}",
         "    tasks: tasks.txt",
         "agents:",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from buildgen.bake import BakeOptions, prepare
 from buildgen.catalog import Agent, Catalog, CatalogModel, load_catalog
 from buildgen.plan import make_plan
+from buildgen.render import PushMode
 
 pytestmark = pytest.mark.buildx
 
@@ -28,9 +29,20 @@ def test_repo_catalog_resolves_to_the_plan(buildx: None, tmp_path: Path) -> None
 
 def test_repo_catalog_sharded_small(buildx: None, tmp_path: Path) -> None:
     plan = make_plan(load_catalog(REPO / "catalog.yaml"))
-    bake = prepare(plan, BakeOptions(out=tmp_path, shard_size=4, push=True))
+    bake = prepare(plan, BakeOptions(out=tmp_path, shard_size=4, push=PushMode.STAGING))
     assert len(bake.files) > 3
-    assert assert_files_match_plan(bake.files, plan, bake.cwd) == len(bake.files)
+    assert assert_files_match_plan(bake.files, plan, bake.cwd, staging=True) == len(bake.files)
+
+
+def test_push_by_digest_output_parses(buildx: None, tmp_path: Path) -> None:
+    plan = make_plan(load_catalog(REPO / "catalog.yaml"))
+    bake = prepare(plan, BakeOptions(out=tmp_path, push=PushMode.DIGEST))
+    printed = bake_print(bake.files[0], bake.cwd)["target"]["agents--echo-agent"]
+    assert printed["output"] == [
+        "type=image,name=ghcr.io/acme/evals/agents/echo-agent,push-by-digest=true,"
+        "name-canonical=true,push=true"
+    ]
+    assert "tags" not in printed
 
 
 def test_generated_2000_task_catalog(buildx: None, tmp_path: Path) -> None:

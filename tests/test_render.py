@@ -16,7 +16,7 @@ from buildgen.bake import BakeOptions, prepare
 from buildgen.catalog import load_catalog
 from buildgen.naming import BAKE_TARGET_RE, Axis, bake_target
 from buildgen.plan import make_plan
-from buildgen.render import hcl_string, shard
+from buildgen.render import PushMode, hcl_string, shard, staging_tag
 
 GOLDEN = Path(__file__).parent / "golden" / "repo-catalog.docker-bake.hcl"
 
@@ -40,7 +40,7 @@ def test_hcl_string(value: str, literal: str) -> None:
 
 def test_golden_bake_file(tmp_path: Path) -> None:
     plan = make_plan(load_catalog(REPO / "catalog.yaml"))
-    bake = prepare(plan, BakeOptions(out=tmp_path, push=True))
+    bake = prepare(plan, BakeOptions(out=tmp_path))
     rendered = bake.files[0].read_text()
     if os.environ.get("BUILDGEN_UPDATE_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
@@ -92,3 +92,23 @@ def test_no_catalog_string_reaches_hcl_unescaped(tmp_path: Path) -> None:
     text = prepare(plan, BakeOptions(out=tmp_path)).files[0].read_text()
     # Every value is a quoted literal: no template sequence survives outside an escape.
     assert not re.search(r"(?<!\$)\$\{", text)
+
+
+def test_push_outputs(tmp_path: Path) -> None:
+    plan = make_plan(load_catalog(REPO / "catalog.yaml"), select=["agents/echo-agent"])
+    image = plan.images[0]
+    assert staging_tag(image) == f"build-{image.inputs[7:23]}-linux-amd64_linux-arm64"
+    staged = (
+        prepare(plan, BakeOptions(out=tmp_path / "s", push=PushMode.STAGING)).files[0].read_text()
+    )
+    assert f'tags = ["{image.repository}:{staging_tag(image)}"]' in staged
+    assert 'output = ["type=image,push=true"]' in staged
+    assert ":2.0.14" not in staged  # never a release tag: only publish writes those
+    by_digest = (
+        prepare(plan, BakeOptions(out=tmp_path / "d", push=PushMode.DIGEST)).files[0].read_text()
+    )
+    assert "tags =" not in by_digest
+    assert (
+        f'output = ["type=image,name={image.repository},push-by-digest=true,'
+        'name-canonical=true,push=true"]'
+    ) in by_digest

@@ -35,7 +35,6 @@ target "core--crane-runner" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/core/crane-runner:0.1.0"]
-  output = ["type=image,push=true"]
 }
 
 target "agents--echo-agent" {
@@ -48,7 +47,6 @@ target "agents--echo-agent" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/agents/echo-agent:2.0.14"]
-  output = ["type=image,push=true"]
 }
 
 target "agents--shell-agent" {
@@ -61,7 +59,6 @@ target "agents--shell-agent" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/agents/shell-agent:0.3.1"]
-  output = ["type=image,push=true"]
 }
 
 target "models--mock-gateway" {
@@ -74,7 +71,6 @@ target "models--mock-gateway" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/models/mock-gateway:1.74.0"]
-  output = ["type=image,push=true"]
 }
 
 target "benchmarks--swe-mini--astropy__astropy-12907" {
@@ -90,7 +86,6 @@ target "benchmarks--swe-mini--astropy__astropy-12907" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/benchmarks/swe-mini:astropy__astropy-12907"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--echo-agent--astropy__astropy-12907" {
@@ -107,7 +102,6 @@ target "evals--swe-mini--echo-agent--astropy__astropy-12907" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--echo-agent:astropy__astropy-12907"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--shell-agent--astropy__astropy-12907" {
@@ -124,7 +118,6 @@ target "evals--swe-mini--shell-agent--astropy__astropy-12907" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--shell-agent:astropy__astropy-12907"]
-  output = ["type=image,push=true"]
 }
 
 target "benchmarks--swe-mini--django__django-11099" {
@@ -140,7 +133,6 @@ target "benchmarks--swe-mini--django__django-11099" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/benchmarks/swe-mini:django__django-11099"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--echo-agent--django__django-11099" {
@@ -157,7 +149,6 @@ target "evals--swe-mini--echo-agent--django__django-11099" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--echo-agent:django__django-11099"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--shell-agent--django__django-11099" {
@@ -174,7 +165,6 @@ target "evals--swe-mini--shell-agent--django__django-11099" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--shell-agent:django__django-11099"]
-  output = ["type=image,push=true"]
 }
 
 target "benchmarks--swe-mini--sympy__sympy-20590" {
@@ -190,7 +180,6 @@ target "benchmarks--swe-mini--sympy__sympy-20590" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/benchmarks/swe-mini:sympy__sympy-20590"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--echo-agent--sympy__sympy-20590" {
@@ -207,7 +196,6 @@ target "evals--swe-mini--echo-agent--sympy__sympy-20590" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--echo-agent:sympy__sympy-20590"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--swe-mini--shell-agent--sympy__sympy-20590" {
@@ -224,7 +212,6 @@ target "evals--swe-mini--shell-agent--sympy__sympy-20590" {
   }
   platforms = ["linux/amd64"]
   tags = ["ghcr.io/acme/evals/evals/swe-mini--shell-agent:sympy__sympy-20590"]
-  output = ["type=image,push=true"]
 }
 
 target "benchmarks--terminal-bench" {
@@ -237,7 +224,6 @@ target "benchmarks--terminal-bench" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/benchmarks/terminal-bench:1.0.0"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--terminal-bench--echo-agent" {
@@ -254,7 +240,6 @@ target "evals--terminal-bench--echo-agent" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/evals/terminal-bench--echo-agent:latest"]
-  output = ["type=image,push=true"]
 }
 
 target "evals--terminal-bench--shell-agent" {
@@ -271,5 +256,4 @@ target "evals--terminal-bench--shell-agent" {
   }
   platforms = ["linux/amd64", "linux/arm64"]
   tags = ["ghcr.io/acme/evals/evals/terminal-bench--shell-agent:latest"]
-  output = ["type=image,push=true"]
 }

@@ -1,0 +1,374 @@
+"""`buildgen publish`: merge per-platform builds into one OCI index per image, push it, tag it.
+
+Reads the results files of `buildgen bake --push` runs (one per platform or CI shard), and
+talks to the registry directly (no Docker daemon). Idempotent: an image whose inputs-hash tag
+already exists is unchanged; HEAD comes before every PUT, so a second run pushes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
+from .plan import Plan, PlannedImage
+from .registry import OCI_INDEX, Descriptor, RegistryClient, RegistryError
+from .results import PlatformResult, Pushed, Results
+from .tagpolicy import TagPlan, inputs_tag, plan_tags
+
+log = logging.getLogger(__name__)
+
+ANNOTATION = "org.opencontainers.image."
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the images come from: index annotations revision, source and created."""
+
+    revision: str | None
+    source: str | None
+    created: str
+
+    @classmethod
+    def from_git(cls, directory: Path) -> SourceInfo:
+        """From git when `directory` is in a checkout; SOURCE_DATE_EPOCH fixes `created`."""
+
+        def git(*args: str) -> str | None:
+            try:
+                result = subprocess.run(
+                    ["git", "-C", str(directory), *args],
+                    capture_output=True, text=True, check=False, timeout=10,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired):
+                return None
+            return result.stdout.strip() or None if result.returncode == 0 else None
+
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        if epoch and epoch.isdigit():
+            created = _iso(datetime.fromtimestamp(int(epoch), timezone.utc))
+        else:
+            # The commit time, not the clock: publishing the same commit twice gives one index.
+            committed = git("log", "-1", "--format=%ct")
+            when = datetime.fromtimestamp(int(committed), timezone.utc) if committed else None
+            created = _iso(when or datetime.now(timezone.utc))
+        return cls(
+            git("rev-parse", "HEAD"), _public_url(git("remote", "get-url", "origin")), created
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _public_url(url: str | None) -> str | None:
+    """A remote URL without credentials, as https when it is an scp-like ssh address."""
+    if not url:
+        return None
+    url = re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)  # drop user:token@
+    match = re.fullmatch(r"[\w.-]+@([\w.-]+):(.+?)(?:\.git)?", url)
+    if match:
+        return f"https://{match.group(1)}/{match.group(2)}"
+    return url.removesuffix(".git")
+
+
+@dataclass
+class Outcome:
+    """How publishing one image ended."""
+
+    key: str
+    status: str  # published | unchanged | failed | would-publish | would-tag
+    repository: str = ""
+    digest: str = ""
+    tags: tuple[str, ...] = ()
+    message: str = ""
+    error: BuildgenError | None = None
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """What `buildgen publish` was asked to do."""
+
+    jobs: int = 16
+    dry_run: bool = False
+
+
+def merge_results(
+    plan: Plan, results: Sequence[Results]
+) -> dict[str, tuple[str, str, dict[str, PlatformResult]]]:
+    """Per image key: (source repository, inputs, platforms), merged over all results files."""
+    merged: dict[str, tuple[str, str, dict[str, PlatformResult]]] = {}
+    for result in results:
+        for key, image in result.images.items():
+            _, inputs, platforms = merged.get(key, (image.repository, image.inputs, {}))
+            if inputs != image.inputs:
+                log.warning("%s: results disagree on its inputs; using the later file", key)
+            for platform, pushed in image.platforms.items():
+                previous = platforms.get(platform)
+                if previous and previous.manifest.digest != pushed.manifest.digest:
+                    log.warning("%s %s: two results files disagree; using the later", key, platform)
+                platforms[platform] = pushed
+            merged[key] = (image.repository, image.inputs, platforms)
+    return merged
+
+
+def build_index(
+    image: PlannedImage, platforms: Mapping[str, PlatformResult], source: SourceInfo
+) -> bytes:
+    """The OCI index of an image: its platform manifests in plan order, each followed by its
+    attestation manifests (platform unknown/unknown), with the OCI annotations."""
+    manifests: list[dict[str, Any]] = []
+    for platform in image.platforms:
+        result = platforms[platform]
+        os_, arch, *variant = platform.split("/")
+        entry = result.manifest.to_json()
+        entry["platform"] = {
+            "architecture": arch,
+            "os": os_,
+            **({"variant": variant[0]} if variant else {}),
+        }
+        manifests.append(entry)
+        for attestation in result.attestations:
+            manifests.append(
+                {**attestation.to_json(), "platform": {"architecture": "unknown", "os": "unknown"}}
+            )
+    annotations = {
+        ANNOTATION + "title": image.key,
+        ANNOTATION + "version": image.version or image.tag,
+        ANNOTATION + "created": source.created,
+    }
+    if source.revision:
+        annotations[ANNOTATION + "revision"] = source.revision
+    if source.source:
+        annotations[ANNOTATION + "source"] = source.source
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+        "annotations": annotations,
+    }
+    return json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class _Publisher:
+    def __init__(
+        self, client: RegistryClient, plan: Plan, source: SourceInfo, dry_run: bool
+    ) -> None:
+        self.client = client
+        self.plan = plan
+        self.source = source
+        self.dry_run = dry_run
+        self._tags: dict[str, list[str]] = {}
+        self._tags_lock = threading.Lock()
+        self._repo_locks: dict[str, threading.Lock] = {}
+
+    def existing_tags(self, repository: str) -> list[str]:
+        with self._tags_lock:
+            lock = self._repo_locks.setdefault(repository, threading.Lock())
+        with lock:  # list each repository once per run, even from 16 workers
+            if repository not in self._tags:
+                self._tags[repository] = self.client.list_tags(repository)
+            return self._tags[repository]
+
+    def publish(
+        self, image: PlannedImage, found: tuple[str, str, dict[str, PlatformResult]] | None
+    ) -> Outcome:
+        repository = image.repository
+        if found is None:
+            return Outcome(image.key, "failed", repository, message="not built: in no results file",
+                           error=CheckFailed("not built"))  # fmt: skip
+        source_repository, inputs, platforms = found
+        missing = [p for p in image.platforms if p not in platforms]
+        if missing:
+            return Outcome(image.key, "failed", repository,
+                           message=f"no build for {', '.join(missing)} in the results files",
+                           error=CheckFailed("missing platforms"))  # fmt: skip
+        if inputs != image.inputs:
+            return Outcome(image.key, "failed", repository,
+                           message="built from other inputs than the catalog now has: bake again",
+                           error=CheckFailed("stale results"))  # fmt: skip
+        existing = (
+            []
+            if image.task is not None or image.version is None
+            else self.existing_tags(repository)
+        )
+        tag_plan = plan_tags(
+            version=image.version, task=image.task, inputs=inputs, existing=existing
+        )
+        current = self.client.head_manifest(repository, inputs_tag(inputs))
+        if current is not None:
+            return self._retag(image, current, tag_plan, "unchanged")
+        data = build_index(image, platforms, self.source)
+        digest = _digest(data)
+        self._check_immutable(image, tag_plan, digest)
+        if self.dry_run:
+            return Outcome(image.key, "would-publish", repository, digest, tag_plan.all)
+        if source_repository != repository:
+            self._copy_manifests(source_repository, repository, platforms.values())
+        if self.client.head_manifest(repository, digest) is None:
+            self.client.put_manifest(repository, digest, data, OCI_INDEX)
+        self._tag(repository, digest, data, tag_plan)
+        return Outcome(image.key, "published", repository, digest, tag_plan.all)
+
+    def _retag(
+        self, image: PlannedImage, current: Descriptor, tag_plan: TagPlan, status: str
+    ) -> Outcome:
+        self._check_immutable(image, tag_plan, current.digest)
+        stale = [
+            t for t in tag_plan.all if not self._points_at(image.repository, t, current.digest)
+        ]
+        if stale and self.dry_run:
+            return Outcome(image.key, "would-tag", image.repository, current.digest, tuple(stale))
+        if stale:
+            manifest = self.client.get_manifest(image.repository, current.digest)
+            for tag in stale:
+                self.client.put_manifest(image.repository, tag, manifest.data, manifest.media_type)
+        return Outcome(image.key, status, image.repository, current.digest, tag_plan.all,
+                       message=f"retagged {', '.join(stale)}" if stale else "")  # fmt: skip
+
+    def _points_at(self, repository: str, tag: str, digest: str) -> bool:
+        found = self.client.head_manifest(repository, tag)
+        return found is not None and found.digest == digest
+
+    def _check_immutable(self, image: PlannedImage, tag_plan: TagPlan, digest: str) -> None:
+        for tag in tag_plan.immutable:
+            found = self.client.head_manifest(image.repository, tag)
+            if found is not None and found.digest != digest:
+                raise _Conflict(
+                    f"{image.repository}:{tag} already exists and points at {found.digest[:19]}, "
+                    f"not at this build ({digest[:19]}): release tags are immutable, so bump "
+                    f"the version of {image.key} in the catalog"
+                )
+
+    def _tag(self, repository: str, digest: str, data: bytes, tag_plan: TagPlan) -> None:
+        # Immutable tags first, then the moving ones; a tag is only ever written after the
+        # index it names is in the registry, so no tag points at a missing manifest.
+        for tag in tag_plan.all:
+            if not self._points_at(repository, tag, digest):
+                self.client.put_manifest(repository, tag, data, OCI_INDEX)
+
+    def _copy_manifests(
+        self, source: str, target: str, platforms: Sequence[PlatformResult] | Any
+    ) -> None:
+        for result in platforms:
+            for pushed in (result.manifest, *result.attestations):
+                self._copy_manifest(source, target, pushed)
+
+    def _copy_manifest(self, source: str, target: str, pushed: Pushed) -> None:
+        if self.client.head_manifest(target, pushed.digest) is not None:
+            return
+        manifest = self.client.get_manifest(source, pushed.digest)
+        data = manifest.json()
+        for blob in [data["config"], *data.get("layers", [])]:
+            self.client.ensure_blob(
+                target, blob["digest"], int(blob["size"]), source_repository=source
+            )
+        self.client.put_manifest(target, pushed.digest, manifest.data, manifest.media_type)
+
+
+class _Conflict(BuildgenError):
+    exit_code = 2
+
+
+def publish(
+    plan: Plan,
+    results: Sequence[Results],
+    client: RegistryClient,
+    options: PublishOptions,
+    source: SourceInfo,
+    progress: Callable[[Outcome, int, int], None] | None = None,
+) -> list[Outcome]:
+    """Publish every image of the plan that the results name; never raises for one image."""
+    merged = merge_results(plan, results)
+    publisher = _Publisher(client, plan, source, options.dry_run)
+
+    def one(image: PlannedImage) -> Outcome:
+        try:
+            return publisher.publish(image, merged.get(image.key))
+        except (RegistryError, _Conflict, ExternalToolError, CatalogError) as exc:
+            status = "failed"
+            return Outcome(image.key, status, image.repository, message=str(exc), error=exc)
+
+    outcomes: dict[str, Outcome] = {}
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        futures = [pool.submit(one, image) for image in plan.images]
+        for done, future in enumerate(as_completed(futures), start=1):
+            outcome = future.result()
+            outcomes[outcome.key] = outcome
+            if progress:
+                progress(outcome, done, len(futures))
+    return [outcomes[image.key] for image in plan.images]
+
+
+def exit_code(outcomes: Sequence[Outcome]) -> int:
+    """3 when the registry failed, 2 for a conflicting release tag, 1 when images were not
+    built, else 0."""
+    codes = [o.error.exit_code for o in outcomes if o.error is not None]
+    return max(codes, default=0)
+
+
+class Progress:
+    """A one-line counter on a terminal; a line every ~10% (and at most every 10 s) in CI."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.counts: dict[str, int] = {}
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, outcome: Outcome, done: int, total: int) -> None:
+        with self.lock:
+            self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+            line = f"publish: {done}/{total} ({summary})"
+            if self.tty:
+                self.stream.write(f"\r{line}\033[K" + ("\n" if done == total else ""))
+                self.stream.flush()
+            else:
+                now = time.monotonic()
+                step = max(1, total // 10)
+                if done == total or done % step == 0 or now - self.last > 10:
+                    self.last = now
+                    self.stream.write(line + "\n")
+            if outcome.status == "failed":
+                self.stream.write(("\r\033[K" if self.tty else "") +
+                                  f"publish: {outcome.key}: {outcome.message}\n")  # fmt: skip
+
+
+@dataclass
+class Summary:
+    """Counts per status, for the closing line."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, outcomes: Sequence[Outcome]) -> Summary:
+        summary = cls()
+        for outcome in outcomes:
+            summary.counts[outcome.status] = summary.counts.get(outcome.status, 0) + 1
+        return summary
+
+    def __str__(self) -> str:
+        order = ("published", "unchanged", "would-publish", "would-tag", "failed")
+        return ", ".join(
+            f"{self.counts.get(s, 0)} {s}"
+            for s in order
+            if s in self.counts or s in ("published", "unchanged", "failed")
+        )
