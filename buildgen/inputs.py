@@ -15,7 +15,6 @@ import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 HASH_VERSION = "buildgen-inputs/1"
@@ -111,7 +110,6 @@ def load_dockerignore(context: Path, dockerfile: Path | None) -> DockerIgnore:
     return DockerIgnore([])
 
 
-@cache
 def context_digest(context: Path, dockerfile: Path | None) -> str:
     """The digest of the files a build of `context` can see (names, content, exec bit, links)."""
     ignore = load_dockerignore(context, dockerfile)
@@ -186,7 +184,6 @@ def inputs_hash(
     return "sha256:" + hashlib.sha256(encoded.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-@cache
 def file_digest(path: Path) -> str:
-    """sha256 of one file (Dockerfiles), cached for the run."""
+    """sha256 of one file (Dockerfiles)."""
     return "sha256:" + _file_digest(str(path))

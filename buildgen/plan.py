@@ -12,7 +12,6 @@ import logging
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -171,27 +170,38 @@ def _check_targets(images: Iterable[PlannedImage]) -> None:
 
 def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
     model = catalog.model
+    sources = _Sources(catalog.root)
     for name, spec in sorted(model.core.items()):
-        yield _axis_image(catalog, prefix, Axis.CORE, name, spec)
+        yield _axis_image(catalog, prefix, sources, Axis.CORE, name, spec)
     for name, bench in sorted(model.benchmarks.items()):
         if bench.tasks is None:
-            yield _axis_image(catalog, prefix, Axis.BENCHMARK, name, bench)
+            yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench)
         else:
             for task in catalog.tasks[name]:
-                yield _axis_image(catalog, prefix, Axis.BENCHMARK, name, bench, task)
+                yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench, task)
     for name, agent in sorted(model.agents.items()):
-        yield _axis_image(catalog, prefix, Axis.AGENT, name, agent)
+        yield _axis_image(catalog, prefix, sources, Axis.AGENT, name, agent)
     for name, gateway in sorted(model.gateways.items()):
-        yield _axis_image(catalog, prefix, Axis.GATEWAY, name, gateway)
+        yield _axis_image(catalog, prefix, sources, Axis.GATEWAY, name, gateway)
 
 
-@cache
-def _source_digests(root: Path, context: str, dockerfile: str) -> tuple[str, str]:
-    """Digests of a context's visible files and of its Dockerfile, once per run."""
-    dockerfile_path = root / dockerfile
-    return inputs.context_digest(root / context, dockerfile_path), inputs.file_digest(
-        dockerfile_path
-    )
+class _Sources:
+    """Digests of contexts and Dockerfiles, each computed once per plan (many per-task images
+    share one context)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._seen: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def digests(self, context: str, dockerfile: str) -> tuple[str, str]:
+        key = (context, dockerfile)
+        if key not in self._seen:
+            path = self.root / dockerfile
+            self._seen[key] = (
+                inputs.context_digest(self.root / context, path),
+                inputs.file_digest(path),
+            )
+        return self._seen[key]
 
 
 def _platforms(catalog: Catalog, spec: ImageSpec) -> tuple[str, ...]:
@@ -215,6 +225,7 @@ def _labels(
 def _axis_image(
     catalog: Catalog,
     prefix: str,
+    sources: _Sources,
     axis: Axis,
     name: str,
     spec: ImageSpec,
@@ -231,7 +242,7 @@ def _axis_image(
     context, dockerfile = _normalize(spec.context), _normalize(dockerfile)
     platforms = _platforms(catalog, spec)
     labels = _labels(catalog, key, spec.version, spec)
-    context_digest, dockerfile_digest = _source_digests(catalog.root, context, dockerfile)
+    context_digest, dockerfile_digest = sources.digests(context, dockerfile)
     digest = inputs.inputs_hash(
         context=context_digest,
         dockerfile=dockerfile_digest,

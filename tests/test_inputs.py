@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from buildgen import inputs
 from buildgen.catalog import load_catalog
 from buildgen.inputs import DockerIgnore
 from buildgen.plan import make_plan
@@ -50,11 +49,6 @@ def _copy_repo_catalog(tmp_path: Path) -> Path:
 
 
 def _hashes(catalog: Path) -> dict[str, str]:
-    inputs.context_digest.cache_clear()
-    inputs.file_digest.cache_clear()
-    from buildgen import plan
-
-    plan._source_digests.cache_clear()
     return {i.key: i.inputs for i in make_plan(load_catalog(catalog)).images}
 
 

@@ -596,7 +596,7 @@ def test_certificate_errors_are_not_retried_or_downgraded() -> None:
         raise httpx.ConnectError("certificate verify failed") from error
 
     client, recorder, sleeps = mock_client(handler)
-    with pytest.raises(RegistryError, match="ca_bundle"):
+    with pytest.raises(RegistryError, match="--ca-bundle"):
         client.blob_exists("127.0.0.1:5000/a/b", "sha256:" + "6" * 64)
     assert [r.url.scheme for r in recorder.requests] == ["https"] and sleeps == []
 
@@ -945,7 +945,7 @@ def test_token_registry_over_tls_with_credential_helper(
 
         # The same registry without its CA: a clear error, no retries, no fallback to http.
         with RegistryClient(RegistryOptions(docker_config=str(config))) as client:
-            with pytest.raises(RegistryError, match="ca_bundle"):
+            with pytest.raises(RegistryError, match="--ca-bundle"):
                 client.head_manifest(f"{reg.host}/auth/src", "v1")
             assert client.stats["retry"] == 0
     finally:

@@ -791,7 +791,7 @@ class RegistryClient:
         if cert is not None:
             raise RegistryError(
                 f"{method} {self._path(url)} on {host.registry}: the TLS certificate does not "
-                f"verify ({cert.verify_message or cert}). Give the CA with the ca_bundle option, "
+                f"verify ({cert.verify_message or cert}). Pass its CA with --ca-bundle PEM, "
                 "or add it to the system's trust store.",
                 method=method,
                 path=self._path(url),
