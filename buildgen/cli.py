@@ -24,6 +24,7 @@ from .platforms import platform_problem
 from .render import DEFAULT_SHARD_SIZE, PushMode
 
 if TYPE_CHECKING:
+    from .publish import Outcome
     from .registry import RegistryOptions
 
 log = logging.getLogger("buildgen")
@@ -36,6 +37,8 @@ pre-baked combinations) into docker-bake files and builds them with docker build
   buildgen plan                the images the catalog expands to (--json for machines)
   buildgen bake                render the bake files and run docker buildx bake on them
   buildgen publish             merge per-platform pushes into tagged multi-arch indexes
+  buildgen lock                pin digests in images.lock.json (--check, --diff OLD)
+  buildgen resolve             digest-pinned references for crane mode, from the lockfile
   buildgen schema              the catalog's JSON Schema
 
 exit codes: 0 done, 1 check failed, 2 bad input, 3 an external tool failed
@@ -192,7 +195,45 @@ def _parser() -> argparse.ArgumentParser:
     publish_.add_argument(
         "--jobs", type=int, default=16, metavar="N", help="images published at once (default 16)"
     )
+    publish_.add_argument(
+        "--lock", type=Path, metavar="PATH",
+        help="the lockfile to update (default: images.lock.json next to the catalog)",
+    )  # fmt: skip
     publish_.set_defaults(handler=_publish)
+
+    lock = verbs.add_parser(
+        "lock", parents=[common, selecting, registry], formatter_class=_Formatter,
+        help="write, check or diff the digest lockfile images.lock.json",
+        description="Resolve every image's tag in the registry and pin its digest in the "
+        "lockfile (HEAD first; the index is read only when its digest changed; entries not "
+        "selected stay byte-identical). --check compares the lockfile with the catalog offline "
+        "(exit 1 listing missing, extra and stale entries); --remote also checks the pinned "
+        "digests exist and reports tags that moved (drift). --diff OLD prints a Markdown table "
+        "of what changed since OLD (a lockfile path or a git revision).",
+    )  # fmt: skip
+    lock.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
+    mode = lock.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="offline check; exit 1 when stale")
+    mode.add_argument("--diff", metavar="OLD", help="Markdown diff against a path or git revision")
+    lock.add_argument("--remote", action="store_true", help="with --check: ask the registry too")
+    lock.set_defaults(handler=_lock)
+
+    resolve = verbs.add_parser(
+        "resolve", parents=[common], formatter_class=_Formatter,
+        help="print the digest-pinned references crane mode needs",
+        description="Look up the benchmark (or one of its tasks), agent, gateway and the crane "
+        "runner in the lockfile and print their digest-pinned references for one platform "
+        "(--format env: EVAL_BENCHMARK_IMAGE=<repo>@sha256:... lines; json). Reads only the "
+        "lockfile. Unknown names or a platform an image lacks exit 2, naming what there is.",
+    )  # fmt: skip
+    resolve.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
+    resolve.add_argument("--benchmark", required=True, metavar="B")
+    resolve.add_argument("--task", metavar="T", help="a task of a per-task benchmark")
+    resolve.add_argument("--agent", required=True, metavar="A")
+    resolve.add_argument("--gateway", metavar="G")
+    resolve.add_argument("--platform", required=True, metavar="P", help="e.g. linux/amd64")
+    resolve.add_argument("--format", choices=("env", "json"), default="env")
+    resolve.set_defaults(handler=_resolve)
 
     schema = verbs.add_parser(
         "schema", formatter_class=_Formatter, parents=[common],
@@ -332,7 +373,104 @@ def _publish(args: argparse.Namespace, _: list[str]) -> int:
                     f"{verb} {outcome.repository}@{outcome.digest} tags: {' '.join(outcome.tags)}\n"
                 )
     log.info("publish: %s", Summary.of(outcomes))
+    if not args.dry_run:
+        _lock_published(args, plan, outcomes, client_options=_registry_options(args))
     return exit_code(outcomes)
+
+
+def _lock_published(args: argparse.Namespace, plan: Plan, outcomes: list[Outcome],
+                    client_options: RegistryOptions) -> None:  # fmt: skip
+    """Pin what publish pushed (or found unchanged) in the lockfile."""
+    from dataclasses import replace
+
+    from . import lock
+    from .registry import RegistryClient
+
+    done = {o.key: o.digest for o in outcomes if o.status in ("published", "unchanged")}
+    if not done:
+        return
+    path = lock.lock_path(plan.catalog.path, args.lock)
+    current = lock.read(path) if path.exists() else lock.empty(plan)
+    subset = replace(plan, images=tuple(i for i in plan.images if i.key in done))
+    with RegistryClient(client_options) as client:
+        changed = lock.update(current, subset, client, known=done)
+    if lock.write(path, current):
+        log.info("%s: %d entr%s updated", path, len(changed), "y" if len(changed) == 1 else "ies")
+
+
+def _lock(args: argparse.Namespace, _: list[str]) -> int:
+    from . import lock
+
+    plan = _make_plan(args)
+    path = lock.lock_path(plan.catalog.path, args.lock)
+    if args.remote and not args.check:
+        raise UsageError("--remote goes with --check")
+    if args.diff is not None:
+        new = lock.read(path) if path.exists() else {"images": {}}
+        sys.stdout.write(lock.diff_markdown(lock.load_old(args.diff, path), new))
+        return 0
+    if args.check:
+        current = lock.read(path)
+        findings = lock.check(current, plan)
+        if args.remote:
+            from .registry import RegistryClient
+
+            with RegistryClient(_registry_options(args)) as client:
+                findings += lock.check_remote(current, plan, client)
+        for finding in findings:
+            sys.stdout.write(f"{finding}\n")
+        if findings:
+            log.error("%s: %d problem(s); run `buildgen lock` (or publish) to update it",
+                      path, len(findings))  # fmt: skip
+            return 1
+        log.info("%s: up to date (%d images)", path, len(current["images"]))
+        return 0
+    from .registry import RegistryClient
+
+    current = lock.read(path) if path.exists() else lock.empty(plan)
+    with RegistryClient(_registry_options(args)) as client:
+        changed = lock.update(current, plan, client)
+    written = lock.write(path, current)
+    note = "" if written else " (file unchanged)"
+    log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)
+    return 0
+
+
+def _resolve(args: argparse.Namespace, _: list[str]) -> int:
+    from . import lock, naming
+    from .naming import Axis
+
+    problem = platform_problem(args.platform)
+    if problem:
+        raise UsageError(f"--platform: {problem}")
+    roles = [
+        ("benchmark", naming.image_key(Axis.BENCHMARK, args.benchmark, args.task)),
+        ("agent", naming.image_key(Axis.AGENT, args.agent)),
+    ]
+    if args.gateway:
+        roles.append(("gateway", naming.image_key(Axis.GATEWAY, args.gateway)))
+    roles.append(("runner", naming.image_key(Axis.CORE, "crane-runner")))
+    current = lock.read(lock.lock_path(args.catalog, args.lock))
+    pinned = lock.resolve(current, roles, args.platform)
+    if args.format == "json":
+        images = {
+            p.role: {"key": p.key, "reference": p.reference, "platformDigest": p.platform_digest,
+                     "size": p.size}
+            for p in pinned
+        }  # fmt: skip
+        sys.stdout.write(json.dumps({"platform": args.platform, "images": images}, indent=2) + "\n")
+        return 0
+    lines = [f"EVAL_PLATFORM={args.platform}"]
+    for p in pinned:
+        name = p.role.upper()
+        lines += [
+            f"EVAL_{name}_IMAGE={p.reference}",
+            f"EVAL_{name}_PLATFORM_DIGEST={p.platform_digest}",
+            f"EVAL_{name}_SIZE={p.size}",
+            f"EVAL_{name}_KEY={p.key}",
+        ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 def _schema(args: argparse.Namespace, _: list[str]) -> int:

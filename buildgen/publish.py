@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
+from .lock import INPUTS_ANNOTATION
 from .plan import Plan, PlannedImage
 from .registry import OCI_INDEX, Descriptor, RegistryClient, RegistryError
 from .results import PlatformResult, Pushed, Results
@@ -50,8 +51,11 @@ class SourceInfo:
             try:
                 result = subprocess.run(
                     ["git", "-C", str(directory), *args],
-                    capture_output=True, text=True, check=False, timeout=10,
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=10,
+                )
             except (OSError, subprocess.TimeoutExpired):
                 return None
             return result.stdout.strip() or None if result.returncode == 0 else None
@@ -145,6 +149,7 @@ def build_index(
                 {**attestation.to_json(), "platform": {"architecture": "unknown", "os": "unknown"}}
             )
     annotations = {
+        INPUTS_ANNOTATION: image.inputs,
         ANNOTATION + "title": image.key,
         ANNOTATION + "version": image.version or image.tag,
         ANNOTATION + "created": source.created,
@@ -191,18 +196,31 @@ class _Publisher:
     ) -> Outcome:
         repository = image.repository
         if found is None:
-            return Outcome(image.key, "failed", repository, message="not built: in no results file",
-                           error=CheckFailed("not built"))  # fmt: skip
+            return Outcome(
+                image.key,
+                "failed",
+                repository,
+                message="not built: in no results file",
+                error=CheckFailed("not built"),
+            )
         source_repository, inputs, platforms = found
         missing = [p for p in image.platforms if p not in platforms]
         if missing:
-            return Outcome(image.key, "failed", repository,
-                           message=f"no build for {', '.join(missing)} in the results files",
-                           error=CheckFailed("missing platforms"))  # fmt: skip
+            return Outcome(
+                image.key,
+                "failed",
+                repository,
+                message=f"no build for {', '.join(missing)} in the results files",
+                error=CheckFailed("missing platforms"),
+            )
         if inputs != image.inputs:
-            return Outcome(image.key, "failed", repository,
-                           message="built from other inputs than the catalog now has: bake again",
-                           error=CheckFailed("stale results"))  # fmt: skip
+            return Outcome(
+                image.key,
+                "failed",
+                repository,
+                message="built from other inputs than the catalog now has: bake again",
+                error=CheckFailed("stale results"),
+            )
         existing = (
             []
             if image.task is not None or image.version is None
@@ -239,8 +257,14 @@ class _Publisher:
             manifest = self.client.get_manifest(image.repository, current.digest)
             for tag in stale:
                 self.client.put_manifest(image.repository, tag, manifest.data, manifest.media_type)
-        return Outcome(image.key, status, image.repository, current.digest, tag_plan.all,
-                       message=f"retagged {', '.join(stale)}" if stale else "")  # fmt: skip
+        return Outcome(
+            image.key,
+            status,
+            image.repository,
+            current.digest,
+            tag_plan.all,
+            message=f"retagged {', '.join(stale)}" if stale else "",
+        )
 
     def _points_at(self, repository: str, tag: str, digest: str) -> bool:
         found = self.client.head_manifest(repository, tag)
@@ -348,8 +372,10 @@ class Progress:
                     self.last = now
                     self.stream.write(line + "\n")
             if outcome.status == "failed":
-                self.stream.write(("\r\033[K" if self.tty else "") +
-                                  f"publish: {outcome.key}: {outcome.message}\n")  # fmt: skip
+                self.stream.write(
+                    ("\r\033[K" if self.tty else "")
+                    + f"publish: {outcome.key}: {outcome.message}\n"
+                )
 
 
 @dataclass

@@ -204,7 +204,7 @@ def collect(
         try:
             found = resolve(client, image.repository, reference)
         except NotFound:
-            return image, None, f"nothing at {image.repository}:{reference} (the build failed)"
+            return image, None, f"nothing at {image.repository}:{reference} (failed or canceled)"
         except RegistryError as exc:
             return image, None, str(exc)
         missing = set(image.platforms) - set(found)

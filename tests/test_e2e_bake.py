@@ -30,7 +30,8 @@ def pushed(
     assert result.returncode == 0, result.stderr[-4000:]
     published = subprocess.run(
         [sys.executable, "-m", "buildgen", "publish", "--catalog", str(REPO / "catalog.yaml"),
-         "--registry", prefix, "--from", str(out / "results.all.json")],
+         "--registry", prefix, "--lock", str(out / "images.lock.json"),
+         "--from", str(out / "results.all.json")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert published.returncode == 0, published.stderr[-4000:]

@@ -48,7 +48,10 @@ def baked(
 @pytest.fixture(scope="module")
 def published(baked: tuple[str, list[Path]]) -> str:
     prefix, results = baked
-    result = buildgen("publish", "--registry", prefix, "--from", *map(str, results))
+    lockfile = results[0].parent / "images.lock.json"
+    result = buildgen(
+        "publish", "--registry", prefix, "--lock", str(lockfile), "--from", *map(str, results)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "16 published, 0 unchanged, 0 failed" in result.stderr
     return prefix

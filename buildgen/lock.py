@@ -1,0 +1,407 @@
+"""The digest lockfile `images.lock.json` (DESIGN.md contract 4; docs/lockfile.md).
+
+Crane mode pulls every axis image by digest; this file is where those digests live, next to
+the catalog, reviewed in pull requests. It is `json.dumps(lock, indent=2, sort_keys=True)` plus
+a newline, so one image's change is a one-entry diff, and it is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckFailed, UsageError
+from .fsutil import write_atomic
+from .plan import Plan, PlannedImage
+
+if TYPE_CHECKING:
+    from .registry import RegistryClient
+
+log = logging.getLogger(__name__)
+
+LOCK_VERSION = 1
+LOCK_FILE = "images.lock.json"
+INPUTS_ANNOTATION = "dev.buildgen.inputs"  # written by publish on every index it makes
+ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+
+Entry = dict[str, Any]
+
+
+def lock_path(catalog_path: Path, explicit: Path | None) -> Path:
+    """The lockfile: `--lock PATH`, else images.lock.json next to the catalog."""
+    return explicit if explicit is not None else catalog_path.parent / LOCK_FILE
+
+
+def dumps(lock: Mapping[str, Any]) -> str:
+    """The lockfile's exact text."""
+    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+def empty(plan: Plan) -> dict[str, Any]:
+    return {
+        "lockVersion": LOCK_VERSION,
+        "catalogDigest": plan.catalog.digest,
+        "registry": plan.registry,
+        "images": {},
+    }
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Load a lockfile; a broken one is bad input (exit 2)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"{path}: no lockfile (run `buildgen lock` or `buildgen publish`)"
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the lockfile: {exc.strerror}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        lock = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not JSON: {exc}") from None
+    if not isinstance(lock, dict) or not isinstance(lock.get("images"), dict):
+        raise UsageError(f"{where}: not a buildgen lockfile (no 'images')")
+    if lock.get("lockVersion") != LOCK_VERSION:
+        raise UsageError(f"{where}: lockVersion {lock.get('lockVersion')!r} is not {LOCK_VERSION}")
+    return lock
+
+
+def write(path: Path, lock: Mapping[str, Any]) -> bool:
+    """Replace the lockfile atomically when its text changes; True when it did."""
+    text = dumps(lock)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    write_atomic(path, text)
+    return True
+
+
+# -- resolving from a registry ---------------------------------------------------------------
+
+
+def _entry(client: RegistryClient, image: PlannedImage, digest: str | None) -> Entry:
+    """The lock entry of `image`, from the registry (its primary tag, or a known digest)."""
+    from .registry import NotFound
+    from .results import platform_string
+
+    reference = image.tags[0]
+    try:
+        manifest = client.get_manifest(image.repository, digest or image.tag)
+    except NotFound:
+        raise CheckFailed(f"{reference} is not in the registry (publish it first)") from None
+    data = manifest.json()
+    platforms: dict[str, Entry] = {}
+    inputs = None
+    if manifest.is_index:
+        inputs = (data.get("annotations") or {}).get(INPUTS_ANNOTATION)
+        for child in data.get("manifests", []):
+            annotations = child.get("annotations") or {}
+            platform = platform_string(child.get("platform") or {})
+            if annotations.get(ATTESTATION_ANNOTATION) or platform.startswith("unknown/"):
+                continue
+            platforms[platform] = {
+                "digest": child["digest"],
+                "size": _layers_size(client, image, child["digest"]),
+            }
+    else:
+        config = json.loads(b"".join(client.get_blob(image.repository, data["config"]["digest"])))
+        platforms[platform_string(config)] = {"digest": manifest.digest, "size": _size_of(data)}
+    return {
+        "reference": reference,
+        "digest": manifest.digest,
+        "mediaType": manifest.media_type,
+        "platforms": platforms,
+        "inputs": inputs,
+    }
+
+
+def _layers_size(client: RegistryClient, image: PlannedImage, digest: str) -> int:
+    return _size_of(client.get_manifest(image.repository, digest).json())
+
+
+def _size_of(manifest: Mapping[str, Any]) -> int:
+    """Compressed bytes a runner downloads for one platform: the sum of its layers."""
+    return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
+
+
+def update(
+    lock: dict[str, Any],
+    plan: Plan,
+    client: RegistryClient,
+    *,
+    known: Mapping[str, str] | None = None,
+    workers: int = 16,
+) -> list[str]:
+    """Refresh the entries of the plan's (selected) images; return the keys that changed.
+
+    One HEAD per image (free of Docker Hub's pull limits); the index and its manifests are read
+    only when the digest differs from the entry's. `known` gives digests already in hand
+    (publish), which saves the HEAD too. Entries of other images stay exactly as they were.
+    """
+    if lock.get("registry") != plan.registry:
+        if lock["images"]:
+            log.warning(
+                "the lockfile was made for %s; starting it anew for %s",
+                lock.get("registry"),
+                plan.registry,
+            )
+        lock.update(empty(plan))
+    lock["catalogDigest"] = plan.catalog.digest
+    images: dict[str, Entry] = lock["images"]
+
+    def one(image: PlannedImage) -> tuple[str, Entry | None]:
+        current = images.get(image.key)
+        digest = (known or {}).get(image.key)
+        if digest is None:
+            head = client.head_manifest(image.repository, image.tag)
+            if head is None:
+                raise CheckFailed(f"{image.tags[0]} is not in the registry (publish it first)")
+            digest = head.digest
+        if (
+            current
+            and current.get("digest") == digest
+            and current.get("reference") == image.tags[0]
+        ):
+            return image.key, None
+        return image.key, _entry(client, image, digest)
+
+    changed = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for key, entry in pool.map(one, plan.images):
+            if entry is not None:
+                images[key] = entry
+                changed.append(key)
+    return changed
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One way the lockfile and the catalog (or registry) disagree."""
+
+    kind: str  # missing | extra | stale | catalog | gone | drift
+    key: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind:8} {self.key}: {self.detail}"
+
+
+def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
+    """Offline: the lock has exactly the catalog's images, each from its current inputs."""
+    findings = []
+    images: Mapping[str, Entry] = lock["images"]
+    if lock.get("registry") != plan.registry:
+        findings.append(
+            Finding(
+                "catalog",
+                "registry",
+                f"lock is for {lock.get('registry')}, the catalog builds for {plan.registry}",
+            )
+        )
+    for image in plan.images:
+        entry = images.get(image.key)
+        if entry is None:
+            findings.append(Finding("missing", image.key, "not in the lockfile"))
+        elif entry.get("reference") != image.tags[0]:
+            findings.append(
+                Finding(
+                    "stale",
+                    image.key,
+                    f"locked {entry.get('reference')}, the catalog has {image.tags[0]}",
+                )
+            )
+        elif entry.get("inputs") not in (None, image.inputs):
+            findings.append(
+                Finding("stale", image.key, "its build inputs changed since it was locked")
+            )
+    planned = {image.key for image in plan.all_images.values()}
+    selected = {image.key for image in plan.images}
+    for key in sorted(images):
+        if key not in planned:
+            findings.append(Finding("extra", key, "not in the catalog"))
+    if selected == planned and lock.get("catalogDigest") != plan.catalog.digest and not findings:
+        findings.append(
+            Finding(
+                "catalog",
+                "catalogDigest",
+                "the catalog changed since the lock was made (run buildgen lock)",
+            )
+        )
+    return findings
+
+
+def check_remote(lock: Mapping[str, Any], plan: Plan, client: RegistryClient) -> list[Finding]:
+    """Every pinned digest still exists; tags that moved since are drift."""
+    images: Mapping[str, Entry] = lock["images"]
+    by_key = plan.all_images
+
+    def one(key: str) -> list[Finding]:
+        entry = images[key]
+        image = by_key.get(key)
+        repository = entry["reference"].rsplit(":", 1)[0] if image is None else image.repository
+        tag = entry["reference"].rsplit(":", 1)[1]
+        found: list[Finding] = []
+        if client.head_manifest(repository, entry["digest"]) is None:
+            found.append(
+                Finding("gone", key, f"{repository}@{entry['digest']} is not in the registry")
+            )
+        now = client.head_manifest(repository, tag)
+        if now is not None and now.digest != entry["digest"]:
+            found.append(
+                Finding(
+                    "drift",
+                    key,
+                    f"{entry['reference']} now points at {now.digest[:19]}, "
+                    f"locked {entry['digest'][:19]}",
+                )
+            )
+        return found
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return [f for group in pool.map(one, sorted(images)) for f in group]
+
+
+# -- diffing ---------------------------------------------------------------------------------
+
+
+def load_old(spec: str, path: Path) -> dict[str, Any]:
+    """OLD for --diff: a lockfile path, or a git revision of this lockfile."""
+    candidate = Path(spec)
+    if candidate.is_file():
+        return read(candidate)
+    top = subprocess.run(
+        ["git", "-C", str(path.parent.resolve()), "rev-parse", "--show-toplevel"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if top.returncode != 0:
+        raise UsageError(f"--diff {spec}: no such file, and {path.parent} is not in a git checkout")
+    relative = path.resolve().relative_to(Path(top.stdout.strip()))
+    shown = subprocess.run(
+        ["git", "-C", top.stdout.strip(), "show", f"{spec}:{relative.as_posix()}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        if "exists on disk, but not in" in shown.stderr or "does not exist in" in shown.stderr:
+            return {"lockVersion": LOCK_VERSION, "images": {}}  # the lock is new in this change
+        raise UsageError(f"--diff {spec}: {shown.stderr.strip() or 'not a file or git revision'}")
+    return parse(shown.stdout, f"{spec}:{relative}")
+
+
+def _short(digest: str | None) -> str:
+    return f"`{digest.removeprefix('sha256:')[:12]}`" if digest else ""
+
+
+def diff_markdown(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """A Markdown table of added, removed and changed images, for a PR comment."""
+    before: Mapping[str, Entry] = old.get("images", {})
+    after: Mapping[str, Entry] = new.get("images", {})
+    rows = []
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key), after.get(key)
+        if a == b:
+            continue
+        if a is None or b is None:
+            entry = b or a or {}
+            change = "added" if a is None else "removed"
+            plats = ", ".join(sorted(entry.get("platforms", {})))
+            rows.append(
+                f"| `{key}` | {change} | {_short((a or {}).get('digest'))} | "
+                f"{_short((b or {}).get('digest'))} | {plats} |"
+            )
+            continue
+        gained = sorted(set(b.get("platforms", {})) - set(a.get("platforms", {})))
+        lost = sorted(set(a.get("platforms", {})) - set(b.get("platforms", {})))
+        notes = [f"+{p}" for p in gained] + [f"-{p}" for p in lost]
+        if a.get("reference") != b.get("reference"):
+            old_tag = str(a.get("reference", "")).rsplit(":", 1)[-1]
+            new_tag = str(b.get("reference", "")).rsplit(":", 1)[-1]
+            notes.append(f"{old_tag} → {new_tag}")
+        rows.append(
+            f"| `{key}` | changed | {_short(a.get('digest'))} | {_short(b.get('digest'))} | "
+            f"{' '.join(notes)} |"
+        )
+    if not rows:
+        return "No image changed.\n"
+    counts = {
+        kind: sum(f"| {kind} |" in row for row in rows) for kind in ("added", "removed", "changed")
+    }
+    header = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    return (
+        f"**images.lock.json**: {header}\n\n| image | change | old | new | platforms |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+# -- resolving for crane mode ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One image pinned by digest for one platform."""
+
+    role: str
+    key: str
+    reference: str  # repository@index-digest
+    platform_digest: str
+    size: int
+
+
+def resolve(
+    lock: Mapping[str, Any], roles: Sequence[tuple[str, str]], platform: str
+) -> list[Pinned]:
+    """The digest-pinned references for (role, key) pairs on `platform`; exit 2 on unknowns."""
+    images: Mapping[str, Entry] = lock["images"]
+    pinned = []
+    for role, key in roles:
+        entry = images.get(key)
+        if entry is None:
+            raise UsageError(f"{role}: no image {key} in the lockfile{_available(images, key)}")
+        platforms: Mapping[str, Entry] = entry.get("platforms", {})
+        if platform not in platforms:
+            raise UsageError(
+                f"{role}: {key} has no {platform} image; it has "
+                f"{', '.join(sorted(platforms)) or 'none'}"
+            )
+        repository = entry["reference"].rsplit(":", 1)[0]
+        pinned.append(
+            Pinned(
+                role,
+                key,
+                f"{repository}@{entry['digest']}",
+                platforms[platform]["digest"],
+                int(platforms[platform].get("size", 0)),
+            )
+        )
+    return pinned
+
+
+def _available(images: Iterable[str], key: str) -> str:
+    prefix = key.split(":", 1)[0]
+    axis = prefix.split("/", 1)[0] + "/"
+    same_image = [k for k in images if k.split(":", 1)[0] == prefix]
+    if same_image:
+        shown = ", ".join(k.split(":", 1)[1] if ":" in k else "(shared)" for k in same_image[:10])
+        more = f" and {len(same_image) - 10} more" if len(same_image) > 10 else ""
+        return f"; {prefix} has tasks: {shown}{more}"
+    names = sorted({k.split(":", 1)[0] for k in images if k.startswith(axis)})
+    return f"; known: {', '.join(names[:20]) or 'none'}"
