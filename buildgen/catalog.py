@@ -23,6 +23,7 @@ import semver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import naming
+from .defaults import DEFAULT_CATALOG as DEFAULT_CATALOG
 from .errors import CatalogError, Location, Problem
 from .naming import Axis
 from .platforms import platform_problem
@@ -34,7 +35,6 @@ SCHEMA_VERSION = 1
 # Provided paths go into generated Dockerfiles: a strict alphabet keeps them inert there.
 PROVIDED_PATH_RE = re.compile(r"(/[A-Za-z0-9._@+-]+)+")
 MODE_RE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
-DEFAULT_CATALOG = "catalog.yaml"
 
 Text = Annotated[str, Field(strict=True)]
 

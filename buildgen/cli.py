@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .bake import BakeOptions, bake, detect_push_mode, prepare
-from .catalog import DEFAULT_CATALOG, Catalog, catalog_schema, load_catalog
+from .defaults import DEFAULT_CATALOG, DEFAULT_SHARD_SIZE
 from .errors import BuildgenError, CatalogError, UsageError
-from .plan import Plan, make_plan
 from .platforms import platform_problem
-from .render import DEFAULT_SHARD_SIZE, PushMode
 
+# Verbs import what they use when they run: `resolve` runs before every eval in crane mode and
+# must not pay for pydantic, jinja2 or httpx.
 if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .plan import Plan
     from .publish import Outcome
     from .registry import RegistryOptions
 
@@ -257,10 +258,14 @@ def _setup_logging(level: int) -> None:
 
 
 def _load(args: argparse.Namespace) -> Catalog:
+    from .catalog import load_catalog
+
     return load_catalog(args.catalog)
 
 
 def _make_plan(args: argparse.Namespace) -> Plan:
+    from .plan import make_plan
+
     return make_plan(_load(args), registry=args.registry, select=args.select)
 
 
@@ -300,6 +305,9 @@ def _plan(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
+    from .bake import BakeOptions, bake, detect_push_mode, prepare
+    from .render import PushMode
+
     if args.platform is not None:
         problem = platform_problem(args.platform)
         if problem:
@@ -337,9 +345,7 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
     if push is PushMode.NONE:
         bake(bake_run)
         return 0
-    from .registry import (
-        RegistryClient,
-    )  # httpx: imported only by the verbs that talk to registries
+    from .registry import RegistryClient
 
     with RegistryClient(_registry_options(args)) as client:
         bake(bake_run, client)
@@ -474,5 +480,7 @@ def _resolve(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _schema(args: argparse.Namespace, _: list[str]) -> int:
+    from .catalog import catalog_schema
+
     sys.stdout.write(json.dumps(catalog_schema(), indent=2) + "\n")
     return 0

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CheckFailed, UsageError
 from .fsutil import write_atomic
-from .plan import Plan, PlannedImage
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `resolve` reads only the lockfile: it must not import the catalog models
+    from .plan import Plan, PlannedImage
     from .registry import RegistryClient
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from .defaults import DEFAULT_SHARD_SIZE as DEFAULT_SHARD_SIZE
 from .naming import Axis, bake_target_of_key
 
 if TYPE_CHECKING:
     from .plan import PlannedImage, Provided
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-DEFAULT_SHARD_SIZE = 500
 
 _ESCAPES = {
     ord("\\"): "\\\\",
