@@ -11,14 +11,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ExternalToolError, UsageError
-from .plan import Plan
-from .render import DEFAULT_SHARD_SIZE, BakeFile, PushMode, render_bake_file, shard
+from .plan import Plan, PlannedImage
+from .render import (
+    DEFAULT_SHARD_SIZE,
+    BakeFile,
+    PushMode,
+    render_bake_file,
+    select_shard,
+    shard,
+)
 
 if TYPE_CHECKING:
     from .registry import RegistryClient
@@ -42,6 +50,9 @@ class BakeOptions:
     shard_size: int = DEFAULT_SHARD_SIZE
     extra_args: tuple[str, ...] = ()
     docker: str = "docker"
+    shard: tuple[int, int] | None = None  # (index, count): one entry of a CI matrix
+    keep_going: bool = False
+    prebuilt: Mapping[str, str] = field(default_factory=dict)  # unchanged: key -> repo@digest
 
 
 @dataclass(frozen=True)
@@ -54,27 +65,56 @@ class BakeRun:
     shards: tuple[BakeFile, ...]
     commands: tuple[tuple[str, ...], ...]
     cwd: Path
+    unchanged: tuple[PlannedImage, ...] = ()
+
+
+def restrict(plan: Plan, options: BakeOptions) -> Plan:
+    """The part of the plan this run is for: its platform, then its shard of the matrix."""
+    if options.platform is not None:
+        plan = plan.for_platform(options.platform)
+    if options.shard is not None:
+        try:
+            images = select_shard(plan.images, *options.shard)
+        except ValueError as exc:
+            raise UsageError(f"--shard: {exc}") from None
+        plan = replace(plan, images=tuple(images))
+    return plan
 
 
 def prepare(plan: Plan, options: BakeOptions) -> BakeRun:
-    """Render the plan's bake files into `options.out` (replacing the previous set whole)."""
+    """Render the plan's bake files into `options.out` (replacing the previous set whole).
+
+    Images in `options.prebuilt` are not built: targets that build on them take them from the
+    registry by digest.
+    """
     if options.shard_size < 1:
-        raise UsageError("--shard-size must be at least 1")
-    if options.platform is not None:
-        plan = plan.for_platform(options.platform)
+        raise UsageError("--jobs must be at least 1")
+    plan = restrict(plan, options)
+    unchanged = tuple(i for i in plan.images if i.key in options.prebuilt)
+    to_build = [i for i in plan.images if i.key not in options.prebuilt]
     try:
-        shards = shard(plan.images, plan.all_images, options.shard_size)
+        shards = shard(to_build, plan.all_images, options.shard_size, options.prebuilt)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    source = os.path.relpath(plan.catalog.path, plan.catalog.root)
-    texts = [
-        render_bake_file(b, push=options.push, index=i + 1, total=len(shards), source=source)
-        for i, b in enumerate(shards)
-    ]
+    texts = [_render(plan, options, b, i + 1, len(shards)) for i, b in enumerate(shards)]
     out = options.out.resolve()
     files = _write_all(out, texts, plan.to_json())
     commands = tuple(_command(options, path) for path in files)
-    return BakeRun(plan, options, files, tuple(shards), commands, plan.catalog.root.resolve())
+    return BakeRun(
+        plan, options, files, tuple(shards), commands, plan.catalog.root.resolve(), unchanged
+    )
+
+
+def _render(plan: Plan, options: BakeOptions, bake_file: BakeFile, index: int, total: int) -> str:
+    source = os.path.relpath(plan.catalog.path, plan.catalog.root)
+    return render_bake_file(
+        bake_file,
+        push=options.push,
+        index=index,
+        total=total,
+        source=source,
+        prebuilt=options.prebuilt,
+    )
 
 
 def _write_all(out: Path, texts: Sequence[str], plan_json: str) -> tuple[Path, ...]:
@@ -87,7 +127,11 @@ def _write_all(out: Path, texts: Sequence[str], plan_json: str) -> tuple[Path, .
         for name, text in zip(names, texts, strict=True):
             (staging / name).write_text(text, encoding="utf-8")
         (staging / PLAN_FILE).write_text(plan_json, encoding="utf-8")
-        for old in [*out.glob(BAKE_FILE_PATTERN), *out.glob("metadata.*.json")]:
+        for old in [
+            *out.glob(BAKE_FILE_PATTERN),
+            *out.glob("metadata.*.json"),
+            *out.glob("retry.*.hcl"),
+        ]:
             if old.name not in names:
                 old.unlink()
         for name in [*names, PLAN_FILE]:
@@ -137,28 +181,61 @@ def detect_push_mode(docker: str = "docker") -> PushMode:
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """How one bake file's buildx run ended."""
+    """How one buildx run ended, with the last lines it printed."""
 
-    index: int
     path: Path
+    command: tuple[str, ...]
     returncode: int
     metadata: dict[str, Any]
+    tail: tuple[str, ...]
 
 
-def run(bake: BakeRun) -> list[FileOutcome]:
-    """Run each buildx command in turn; stop after the first failure (its outcome included)."""
-    if shutil.which(bake.options.docker) is None:
-        raise ExternalToolError("docker is not installed or not on PATH (try --dry-run)")
-    total = len(bake.commands)
+@dataclass(frozen=True)
+class Failure:
+    """A target that did not build, for the summary."""
+
+    key: str
+    platforms: tuple[str, ...]
+    reason: str
+    tail: tuple[str, ...]
+
+
+def run_file(path: Path, command: Sequence[str], cwd: Path, tail_lines: int = 25) -> FileOutcome:
+    """Run one buildx command, passing its output through line by line (and keeping the end)."""
+    log.info("%s", shlex.join(command))
+    sys.stderr.flush()
+    tail: deque[str] = deque(maxlen=tail_lines)
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.write(line)
+            tail.append(line.rstrip("\n"))
+    return FileOutcome(path, tuple(command), process.returncode, _read_metadata(path), tuple(tail))
+
+
+def run(bake_run: BakeRun) -> list[FileOutcome]:
+    """Run every bake file without recording anything (no push); stop at the first failure."""
+    _require_docker(bake_run.options)
     outcomes = []
-    for index, (path, command) in enumerate(zip(bake.files, bake.commands, strict=True)):
-        log.info("[%d/%d] %s", index + 1, total, shlex.join(command))
-        sys.stderr.flush()
-        result = subprocess.run(command, cwd=bake.cwd, check=False)
-        outcomes.append(FileOutcome(index, path, result.returncode, _read_metadata(path)))
-        if result.returncode != 0:
+    for number, (path, command) in enumerate(zip(bake_run.files, bake_run.commands, strict=True)):
+        log.info("[%d/%d]", number + 1, len(bake_run.files))
+        outcomes.append(run_file(path, command, bake_run.cwd))
+        if outcomes[-1].returncode != 0:
             break
     return outcomes
+
+
+def _require_docker(options: BakeOptions) -> None:
+    if shutil.which(options.docker) is None:
+        raise ExternalToolError("docker is not installed or not on PATH (try --dry-run)")
 
 
 def _read_metadata(bake_file: Path) -> dict[str, Any]:
@@ -170,40 +247,112 @@ def _read_metadata(bake_file: Path) -> dict[str, Any]:
 
 
 def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | None:
-    """Build every file; with a push, record what each target pushed (also when some failed).
+    """Build every file. With a push, record what each target pushed as it lands (also when
+    others fail) and the unchanged images; with --keep-going, a failed file's unbuilt targets
+    are retried in halves until each failure stands alone.
 
-    Raises ExternalToolError (exit 3) when a buildx run failed, after the results are written.
+    Raises ExternalToolError (exit 3) when any target failed, after the results are written.
     """
-    from .results import Results, collect, results_path  # talks to registries: httpx
-
-    outcomes = run(bake_run)
     options = bake_run.options
-    results = None
-    if options.push is not PushMode.NONE:
-        if client is None:
-            raise ValueError("a registry client is needed to record what was pushed")
-        plan = bake_run.plan
-        path = results_path(options.out.resolve(), options.platform)
-        results = Results(plan.registry, plan.catalog.digest, options.platform or "all")
-        ran = {outcome.index for outcome in outcomes}
-        for outcome in outcomes:
-            collect(client, bake_run.shards[outcome.index].targets, options.push,
-                    outcome.metadata, results)  # fmt: skip
-            results.write(path)
-        for index, bake_file in enumerate(bake_run.shards):
-            if index not in ran:
-                for image in bake_file.targets:
-                    results.failed[image.key] = "not built: an earlier bake file failed"
+    if options.push is PushMode.NONE:
+        failed = [o for o in run(bake_run) if o.returncode != 0]
+        if failed:
+            raise ExternalToolError(
+                f"docker buildx bake failed on {failed[0].path}",
+                command=failed[0].command,
+                returncode=failed[0].returncode,
+            )
+        return None
+    if client is None:
+        raise ValueError("a registry client is needed to record what was pushed")
+    _require_docker(options)
+    from .results import ImageResult, collect, load_existing, results_path
+
+    plan = bake_run.plan
+    path = results_path(options.out.resolve(), options.platform)
+    results = load_existing(path, plan.registry, plan.catalog.digest, options.platform or "all")
+    for image in bake_run.unchanged:
+        digest = options.prebuilt[image.key].rsplit("@", 1)[1]
+        results.images[image.key] = ImageResult(
+            image.key, image.repository, image.inputs, {}, unchanged=digest
+        )
+        results.failed.pop(image.key, None)
+    results.write(path)
+    queue = list(zip(bake_run.shards, bake_run.files, bake_run.commands, strict=True))
+    failures: list[Failure] = []
+    retries = 0
+    stopped = False
+    while queue:
+        bake_file, file_path, command = queue.pop(0)
+        if stopped:
+            for image in bake_file.targets:
+                results.failed[image.key] = "not built: an earlier bake file failed"
+            continue
+        outcome = run_file(file_path, command, bake_run.cwd)
+        collect(client, bake_file.targets, options.push, outcome.metadata, results)
         results.write(path)
-        log.info(
-            "recorded %d pushed image(s), %d failed, in %s",
-            len(results.images), len(results.failed), path,
-        )  # fmt: skip
-    failed = [outcome for outcome in outcomes if outcome.returncode != 0]
-    if failed:
+        if outcome.returncode == 0:
+            continue
+        unbuilt = [image for image in bake_file.targets if image.key in results.failed]
+        if len(unbuilt) == 1 or (unbuilt and not options.keep_going):
+            if len(unbuilt) == 1:
+                image = unbuilt[0]
+                failures.append(
+                    Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
+                )
+            else:
+                failures += [
+                    Failure(i.key, i.platforms, results.failed[i.key], ()) for i in unbuilt
+                ]
+            stopped = not options.keep_going
+            continue
+        if not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
+            failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
+            stopped = not options.keep_going
+            continue
+        # Keep going: a failing target cancels its siblings; rebuild them in halves (cached
+        # work is not redone) until every failure is alone in its run.
+        half = (len(unbuilt) + 1) // 2
+        for part in (unbuilt[:half], unbuilt[half:]):
+            retries += 1
+            split = shard(part, plan.all_images, len(plan.all_images) + 1, options.prebuilt)
+            for piece in split:
+                retry_path = file_path.with_name(f"retry.{retries:03d}.hcl")
+                retry_path.write_text(
+                    _render(plan, options, piece, retries, retries), encoding="utf-8"
+                )
+                queue.insert(0, (piece, retry_path, _command(options, retry_path)))
+    results.write(path)
+    log.info(
+        "recorded %d image(s) (%d unchanged), %d failed, in %s",
+        len(results.images),
+        len(bake_run.unchanged),
+        len(results.failed),
+        path,
+    )
+    if failures:
+        _report(failures)
         raise ExternalToolError(
-            f"docker buildx bake failed (exit {failed[0].returncode}) on {failed[0].path}",
-            command=bake_run.commands[failed[0].index],
-            returncode=failed[0].returncode,
+            f"{len(failures)} target(s) failed to build; `buildgen bake --push --retry-failed` "
+            "rebuilds only those"
         )
     return results
+
+
+def _report(failures: Sequence[Failure]) -> None:
+    lines = [f"{len(failures)} target(s) failed:"]
+    for failure in failures:
+        lines.append(f"  {failure.key} [{', '.join(failure.platforms)}]: {failure.reason}")
+        lines += [f"    | {line}" for line in failure.tail[-12:]]
+    log.error("%s", "\n".join(lines))
+
+
+def failed_keys(out: Path, platform: str | None) -> list[str]:
+    """The images the last push in this build folder failed to build (for --retry-failed)."""
+    from .results import load_results, results_path
+
+    path = results_path(out.resolve(), platform)
+    if not path.exists():
+        raise UsageError(f"--retry-failed: no results in {path} (run bake --push first)")
+    (results,) = load_results([path])
+    return sorted(results.failed)

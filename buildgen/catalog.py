@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,6 +35,9 @@ SCHEMA_VERSION = 1
 # Provided paths go into generated Dockerfiles: a strict alphabet keeps them inert there.
 PROVIDED_PATH_RE = re.compile(r"(/[A-Za-z0-9._@+-]+)+")
 MODE_RE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
+# In a per-task benchmark's context or dockerfile: each task's own directory, so that a change
+# to one task's files changes only that task's build inputs.
+TASK_PLACEHOLDER = "{task}"
 
 Text = Annotated[str, Field(strict=True)]
 
@@ -47,7 +50,8 @@ class ImageSpec(_Model):
     """How to build one image; the keys every catalog entry shares."""
 
     context: Text = Field(
-        description="Build context directory, relative to the catalog file.",
+        description="Build context directory, relative to the catalog file. In a per-task "
+        "benchmark, '{task}' stands for the task id (one context per task).",
         examples=["containers/agents/claude-code"],
     )
     dockerfile: Text | None = Field(
@@ -370,13 +374,17 @@ class _Checker:
 
     def _spec(self, section: str, name: str, spec: ImageSpec) -> None:
         base: YamlPath = (section, name)
-        context = self._directory(spec.context, (*base, "context"), "context directory")
-        dockerfile = spec.dockerfile or (
-            f"{spec.context.rstrip('/')}/Dockerfile" if spec.context else "Dockerfile"
-        )
-        if context is not None or spec.dockerfile:
-            where = (*base, "dockerfile") if spec.dockerfile else (*base, "context")
-            self._file(dockerfile, where, "Dockerfile")
+        per_task = isinstance(spec, Benchmark) and spec.tasks is not None
+        if isinstance(spec, Benchmark) and spec.tasks is not None:
+            self._tasks(name, spec.tasks, (*base, "tasks"))
+        templated = TASK_PLACEHOLDER in spec.context + (spec.dockerfile or "")
+        if templated and not per_task:
+            where = "context" if TASK_PLACEHOLDER in spec.context else "dockerfile"
+            self.add((*base, where), f"'{TASK_PLACEHOLDER}' is only for per-task benchmarks")
+        elif templated:
+            self._sources(spec, base, self.tasks.get(name, ()))
+        else:
+            self._sources(spec, base, (None,))
         if spec.version is not None and not semver.Version.is_valid(spec.version):
             self.add(
                 (*base, "version"),
@@ -394,8 +402,22 @@ class _Checker:
                 self.add((*base, "labels"), "a label name must not be empty")
         if isinstance(spec, (Agent, Gateway)):
             self._provides(spec.provides, (*base, "provides"))
-        if isinstance(spec, Benchmark) and spec.tasks is not None:
-            self._tasks(name, spec.tasks, (*base, "tasks"))
+
+    def _sources(self, spec: ImageSpec, base: YamlPath, tasks: Sequence[str | None]) -> None:
+        """The context directory and Dockerfile exist (for every task, when they name one)."""
+        before = len(self.problems)
+        for task in tasks:
+            if len(self.problems) - before >= 5:
+                self.add((*base, "context"), "... (further tasks not checked)")
+                return
+            context = spec.context if task is None else spec.context.replace(TASK_PLACEHOLDER, task)
+            dockerfile = spec.dockerfile or f"{spec.context.rstrip('/')}/Dockerfile"
+            if task is not None:
+                dockerfile = dockerfile.replace(TASK_PLACEHOLDER, task)
+            found = self._directory(context, (*base, "context"), "context directory")
+            if found is not None or spec.dockerfile:
+                where = (*base, "dockerfile") if spec.dockerfile else (*base, "context")
+                self._file(dockerfile, where, "Dockerfile")
 
     def _platforms(self, platforms: Any, path: YamlPath) -> None:
         if not isinstance(platforms, list):

@@ -132,12 +132,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     plan = verbs.add_parser(
-        "plan", parents=[common, selecting], formatter_class=_Formatter,
+        "plan", parents=[common, selecting, registry], formatter_class=_Formatter,
         help="show the images the catalog expands to",
         description="Expand the catalog into one record per image (key, bake target, tags, "
         "platforms, context, Dockerfile, args, dependencies), in a deterministic order.",
     )  # fmt: skip
     plan.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    plan.add_argument(
+        "--status", action="store_true",
+        help="ask the registry which images changed: an image whose inputs-<hash> tag is "
+        "published is unchanged (one HEAD each)",
+    )  # fmt: skip
     plan.set_defaults(handler=_plan)
 
     bake = verbs.add_parser(
@@ -171,9 +176,28 @@ def _parser() -> argparse.ArgumentParser:
         help="where to write the bake files (default: build/bake next to the catalog)",
     )  # fmt: skip
     bake.add_argument(
-        "--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="K",
-        help=f"at most K targets per bake file (default: {DEFAULT_SHARD_SIZE}); buildx resolves "
-        "several small files much faster than one large one",
+        "--jobs", "--shard-size", dest="shard_size", type=int, default=DEFAULT_SHARD_SIZE,
+        metavar="K",
+        help=f"at most K targets per bake file, i.e. per buildx run (default: "
+        f"{DEFAULT_SHARD_SIZE}); buildx resolves several small files much faster than one large "
+        "one, and a failure cancels only its own run",
+    )  # fmt: skip
+    bake.add_argument(
+        "--shard", metavar="I/N",
+        help="build part I of N of the (platform's) images: one entry of `buildgen matrix`",
+    )  # fmt: skip
+    bake.add_argument(
+        "--keep-going", action="store_true",
+        help="with --push: go on past failed targets (their cancelled siblings are rebuilt), "
+        "record every success, and list the failures at the end",
+    )  # fmt: skip
+    bake.add_argument(
+        "--retry-failed", action="store_true",
+        help="build only the images that failed in the last --push run in this build folder",
+    )  # fmt: skip
+    bake.add_argument(
+        "--rebuild", action="store_true",
+        help="with --push: build images even when their inputs-<hash> tag is already published",
     )  # fmt: skip
     bake.set_defaults(handler=_bake)
 
@@ -285,14 +309,31 @@ def _validate(args: argparse.Namespace, _: list[str]) -> int:
 
 def _plan(args: argparse.Namespace, _: list[str]) -> int:
     plan = _make_plan(args)
+    status: dict[str, str] = {}
+    if args.status:
+        from .incremental import published
+        from .registry import RegistryClient
+
+        with RegistryClient(_registry_options(args)) as client:
+            done = published(plan.images, client)
+        status = {i.key: "unchanged" if i.key in done else "changed" for i in plan.images}
+        changed = sum(1 for s in status.values() if s == "changed")
+        log.info("%d of %d image(s) changed since they were published", changed, len(status))
     if args.json:
-        sys.stdout.write(plan.to_json())
+        if not status:
+            sys.stdout.write(plan.to_json())
+            return 0
+        records = [{**i.to_json(), "status": status[i.key]} for i in plan.images]
+        body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
+        sys.stdout.write(f"[\n{body}\n]\n" if body else "[]\n")
         return 0
-    rows = [("KEY", "TAG", "PLATFORMS", "DEPENDS ON")]
-    rows += [
-        (i.key, i.tag, ",".join(i.platforms), " ".join(i.depends_on) or "-") for i in plan.images
-    ]
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
+    header = ["KEY", "TAG", "PLATFORMS", *(["STATUS"] if status else []), "DEPENDS ON"]
+    rows: list[list[str]] = [header] + [
+        [i.key, i.tag, ",".join(i.platforms), *([status[i.key]] if status else []),
+         " ".join(i.depends_on) or "-"]
+        for i in plan.images
+    ]  # fmt: skip
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
         for row in rows
@@ -304,8 +345,19 @@ def _plan(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise UsageError(f"--shard {value!r}: expected I/N with 1 <= I <= N, e.g. 2/8")
+    return int(index), int(count)
+
+
 def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
-    from .bake import BakeOptions, bake, detect_push_mode, prepare
+    from dataclasses import replace
+
+    from .bake import BakeOptions, bake, detect_push_mode, failed_keys, prepare, restrict
     from .render import PushMode
 
     if args.platform is not None:
@@ -314,6 +366,13 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
             raise UsageError(f"--platform: {problem}")
     plan = _make_plan(args)
     out = args.out if args.out is not None else plan.catalog.root / "build" / "bake"
+    if args.retry_failed:
+        keys = set(failed_keys(out, args.platform))
+        if not keys:
+            log.info("nothing failed last time: nothing to retry")
+            return 0
+        plan = replace(plan, images=tuple(i for i in plan.images if i.key in keys))
+        log.info("retrying %d image(s) that failed last time", len(plan.images))
     push = PushMode.NONE
     if args.push or args.push_by_digest:
         if args.push_by_digest:
@@ -326,29 +385,39 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
         platform=args.platform,
         shard_size=args.shard_size,
         extra_args=tuple(passthrough),
+        shard=_parse_shard(args.shard),
+        keep_going=args.keep_going,
     )
-    bake_run = prepare(plan, options)
-    log.info(
-        "%d image(s) in %d bake file(s) under %s%s",
-        len(bake_run.plan.images), len(bake_run.files), out,
-        f"; pushing {'by digest' if push is PushMode.DIGEST else 'under staging tags'}"
-        if push is not PushMode.NONE else "",
-    )  # fmt: skip
-    if args.dry_run:
-        sys.stdout.write(f"cd {shlex.quote(str(bake_run.cwd))}\n")
-        for command in bake_run.commands:
-            sys.stdout.write(shlex.join(command) + "\n")
-        return 0
-    if not bake_run.files:
-        log.warning("nothing to build")
-        return 0
-    if push is PushMode.NONE:
-        bake(bake_run)
-        return 0
-    from .registry import RegistryClient
+    client = None
+    if push is not PushMode.NONE and not args.dry_run:
+        from .registry import RegistryClient
 
-    with RegistryClient(_registry_options(args)) as client:
+        client = RegistryClient(_registry_options(args))
+    try:
+        if client is not None and not args.rebuild:
+            from .incremental import published
+
+            part = restrict(plan, options)
+            needed = {k: plan.all_images[k] for i in part.images for k in (i.key, *i.depends_on)}
+            options = replace(options, prebuilt=published(needed.values(), client))
+        bake_run = prepare(plan, options)
+        pushing = {PushMode.DIGEST: "; pushing by digest", PushMode.STAGING: "; pushing under "
+                   "staging tags", PushMode.NONE: ""}[push]  # fmt: skip
+        log.info("%d image(s) to build in %d bake file(s) under %s, %d unchanged%s",
+                 len(bake_run.plan.images) - len(bake_run.unchanged), len(bake_run.files), out,
+                 len(bake_run.unchanged), pushing)  # fmt: skip
+        if args.dry_run:
+            sys.stdout.write(f"cd {shlex.quote(str(bake_run.cwd))}\n")
+            for command in bake_run.commands:
+                sys.stdout.write(shlex.join(command) + "\n")
+            return 0
+        if not bake_run.files and not bake_run.unchanged:
+            log.warning("nothing to build")
+            return 0
         bake(bake_run, client)
+    finally:
+        if client is not None:
+            client.close()
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import inputs, naming
-from .catalog import Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
+from .catalog import TASK_PLACEHOLDER, Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
 from .errors import UsageError
 from .naming import Axis
 from .render import render_combination_dockerfile
@@ -234,12 +234,16 @@ def _axis_image(
     args = dict(spec.args)
     if task is not None:
         args["TASK_ID"] = task
+    context = spec.context
     dockerfile = spec.dockerfile or _join(spec.context, "Dockerfile")
+    if task is not None:  # a per-task benchmark may give each task its own context
+        context = context.replace(TASK_PLACEHOLDER, task)
+        dockerfile = dockerfile.replace(TASK_PLACEHOLDER, task)
     provides: tuple[Provided, ...] = ()
     if isinstance(spec, (Agent, Gateway)):
         provides = _axis_provides(spec, axis)
     key = naming.image_key(axis, name, task)
-    context, dockerfile = _normalize(spec.context), _normalize(dockerfile)
+    context, dockerfile = _normalize(context), _normalize(dockerfile)
     platforms = _platforms(catalog, spec)
     labels = _labels(catalog, key, spec.version, spec)
     context_digest, dockerfile_digest = sources.digests(context, dockerfile)

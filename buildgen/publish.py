@@ -205,7 +205,15 @@ class _Publisher:
             )
         source_repository, inputs, platforms = found
         missing = [p for p in image.platforms if p not in platforms]
-        if missing:
+        if missing and not platforms and inputs == image.inputs:
+            # Recorded as unchanged by bake: its inputs tag must name a published index.
+            current = self.client.head_manifest(repository, inputs_tag(inputs))
+            if current is None:
+                return Outcome(image.key, "failed", repository,
+                               message=f"recorded as unchanged, but {repository}:"
+                               f"{inputs_tag(inputs)} is gone: bake it again",
+                               error=CheckFailed("missing unchanged image"))  # fmt: skip
+        elif missing:
             return Outcome(
                 image.key,
                 "failed",

@@ -112,12 +112,15 @@ def shard(
     images: Sequence[PlannedImage],
     all_images: Mapping[str, PlannedImage],
     max_targets: int = DEFAULT_SHARD_SIZE,
+    prebuilt: Mapping[str, str] | None = None,
 ) -> list[BakeFile]:
     """Split `images` into files of at most `max_targets` targets, dependencies kept inside.
 
     Each image lands right after its dependencies where it can, so a combination usually shares
-    a file with its benchmark; a dependency from an earlier file is borrowed.
+    a file with its benchmark; a dependency from an earlier file is borrowed. A dependency in
+    `prebuilt` (key -> published reference) is taken from the registry instead of built.
     """
+    prebuilt = prebuilt or {}
     if max_targets < 1:
         raise ValueError("max_targets must be at least 1")
     files: list[BakeFile] = []
@@ -133,7 +136,7 @@ def shard(
         present.clear()
 
     for image in _dependency_order(images):
-        needed = _closure(image, all_images)
+        needed = _closure(image, all_images, prebuilt)
         if len(needed) + 1 > max_targets:
             raise ValueError(
                 f"{image.key} needs {len(needed)} other targets in its file (its build "
@@ -151,11 +154,15 @@ def shard(
     return files
 
 
-def _closure(image: PlannedImage, all_images: Mapping[str, PlannedImage]) -> list[PlannedImage]:
-    """The images `image` depends on, transitively, dependencies first."""
+def _closure(
+    image: PlannedImage, all_images: Mapping[str, PlannedImage], prebuilt: Mapping[str, str]
+) -> list[PlannedImage]:
+    """The images `image` builds on, transitively, dependencies first (not the prebuilt)."""
     ordered: dict[str, PlannedImage] = {}
 
     def visit(key: str) -> None:
+        if key in prebuilt:
+            return
         dep = all_images[key]
         for inner in dep.depends_on:
             visit(inner)
@@ -164,6 +171,16 @@ def _closure(image: PlannedImage, all_images: Mapping[str, PlannedImage]) -> lis
     for key in image.depends_on:
         visit(key)
     return list(ordered.values())
+
+
+def select_shard(images: Sequence[PlannedImage], index: int, count: int) -> list[PlannedImage]:
+    """Part `index` (1-based) of `count` near-equal, contiguous parts of the packing order:
+    the same on every machine, and a combination stays with its benchmark where it can."""
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: the index must be between 1 and {count}")
+    ordered = _dependency_order(images)
+    start, stop = (len(ordered) * (index - 1)) // count, (len(ordered) * index) // count
+    return ordered[start:stop]
 
 
 def _dependency_order(images: Sequence[PlannedImage]) -> list[PlannedImage]:
@@ -209,10 +226,26 @@ def _outputs(image: PlannedImage, mode: PushMode) -> tuple[list[str], list[str]]
     return list(image.tags), []
 
 
-def render_bake_file(bake: BakeFile, *, push: PushMode, index: int, total: int, source: str) -> str:
-    """One bake file's HCL text."""
+def render_bake_file(
+    bake: BakeFile,
+    *,
+    push: PushMode,
+    index: int,
+    total: int,
+    source: str,
+    prebuilt: Mapping[str, str] | None = None,
+) -> str:
+    """One bake file's HCL text; contexts in `prebuilt` come from the registry by digest."""
+    published = prebuilt or {}
+
+    def context_of(key: str) -> str:
+        if key in published:
+            return f"docker-image://{published[key]}"
+        return f"target:{bake_target_of_key(key)}"
+
     template = _environment().get_template("docker-bake.hcl.j2")
     return template.render(
+        context_of=context_of,
         targets=bake.targets,
         entries=[(image, False, *_outputs(image, push)) for image in bake.targets]
         + [(image, True, [], []) for image in bake.borrowed],

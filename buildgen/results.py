@@ -76,13 +76,17 @@ class ImageResult:
     repository: str
     inputs: str
     platforms: Mapping[str, PlatformResult]
+    unchanged: str | None = None  # digest of the index already published for these inputs
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "repository": self.repository,
             "inputs": self.inputs,
             "platforms": {p: r.to_json() for p, r in sorted(self.platforms.items())},
         }
+        if self.unchanged:
+            data["unchanged"] = self.unchanged
+        return data
 
 
 @dataclass
@@ -116,6 +120,21 @@ def results_path(out: Path, platform: str | None) -> Path:
     return out / f"results.{scope}.json"
 
 
+def load_existing(path: Path, registry: str, catalog_digest: str, scope: str) -> Results:
+    """The results of earlier runs in this build folder (kept by --retry-failed and reruns),
+    or a new record when there are none for this registry."""
+    if path.exists():
+        try:
+            (earlier,) = load_results([path])
+        except UsageError as exc:
+            log.warning("ignoring %s: %s", path, exc)
+        else:
+            if earlier.registry == registry:
+                earlier.catalog_digest = catalog_digest
+                return earlier
+    return Results(registry, catalog_digest, scope)
+
+
 def load_results(paths: Sequence[Path]) -> list[Results]:
     """Read results files; a bad file is bad input (exit 2)."""
     loaded = []
@@ -131,6 +150,7 @@ def load_results(paths: Sequence[Path]) -> list[Results]:
                     image["repository"],
                     image["inputs"],
                     {p: PlatformResult.from_json(r) for p, r in image["platforms"].items()},
+                    image.get("unchanged"),
                 )
             results.failed = dict(data.get("failed", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:

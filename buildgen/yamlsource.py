@@ -7,6 +7,7 @@ report `PATH:LINE:COL`.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,14 @@ class _Builder:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 self._problem(node, "string contains an unpaired surrogate escape")
+            else:
+                if not value.isascii() and not unicodedata.is_normalized("NFC", value):
+                    # HCL (the bake file) normalizes every string to NFC: such a value would
+                    # reach the build with other bytes than the catalog has.
+                    self._problem(
+                        node,
+                        "string is not in Unicode normalization form C (NFC); write it precomposed",
+                    )
         return value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -63,9 +64,10 @@ def test_platform_filter(buildx: None, tmp_path: Path) -> None:
     assert all(printed["target"][n]["platforms"] == ["linux/arm64"] for n in built)
 
 
-# Strings a catalog may hold: anything but unpaired surrogates (YAML input cannot carry them).
-ANY_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
+# Strings a catalog may hold: anything but unpaired surrogates (YAML input cannot carry them)
+# and text not in Unicode NFC (validation refuses it: HCL would normalize it).
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40).filter(
+    lambda s: unicodedata.is_normalized("NFC", s)
 ) | st.sampled_from(
     ["${x}", "$${x}", "%{if a}b%{endif}", '"}\ntarget "evil" {', "\\", "\\n", "${", "%{"]
 )

@@ -91,7 +91,7 @@ def test_select_matching_nothing_warns() -> None:
     [
         (["plan", "--registry", "UPPER/case"], "--registry: registry prefix 'UPPER/case'"),
         (["bake", "--dry-run", "--platform", "linux/x86_64"], "did you mean 'amd64'"),
-        (["bake", "--dry-run", "--shard-size", "0"], "--shard-size must be at least 1"),
+        (["bake", "--dry-run", "--shard-size", "0"], "--jobs must be at least 1"),
         (["plan", "--", "--print"], "only for 'bake'"),
     ],
 )

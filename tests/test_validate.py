@@ -95,6 +95,7 @@ CASES = [
     ("combination glob matches nothing", B + "combinations:\n  - {benchmark: 'x*', agents: ['*']}\n", "11:17: pattern 'x*' matches no benchmark"),
     ("combination repeated pair", B + "combinations:\n  - {benchmark: tb, agents: [a1]}\n  - {benchmark: tb, agents: ['*']}\n", "12:5: combination tb--a1 is already made by combination rule 1"),
     ("combination without common platform", B.replace("a1: {context: a1}", "a1: {context: a1, platforms: [linux/arm64]}").replace("tb: {context: tb, version: 1.0.0}", "tb: {context: tb, platforms: [linux/amd64]}") + "combinations:\n  - {benchmark: tb, agents: [a1]}\n", "11:5: combination tb--a1 has no platform that tb and a1 all have"),
+    ("non-NFC text", H + 'agents:\n  a1: {context: a1, labels: {x: "e\\u0301"}}\n', "5:33: string is not in Unicode normalization form C"),
     ("catalog version", "version: 2\nregistry: r.io/x\nplatforms: [linux/amd64]\n", "1:10: unsupported catalog version 2"),
     ("bad registry", "version: 1\nregistry: Ghcr.io/Acme\nplatforms: [linux/amd64]\n", "2:11: registry prefix 'Ghcr.io/Acme' is not a valid image name prefix"),
     ("not a mapping", "- just\n- a list\n", "1:1: the catalog must be a mapping"),

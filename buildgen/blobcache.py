@@ -1,0 +1,251 @@
+"""A content-addressed directory of registry blobs, `<cache>/blobs/<algorithm>/<hex>`.
+
+Crane mode pulls the layers of several images by digest; the cache makes a second run (or a
+second image sharing a base layer) download nothing:
+
+    cache = BlobCache(Path("/var/cache/buildgen"))
+    paths = cache.fetch_all(client, [BlobRef(repo, layer.digest, layer.size)])
+
+Rules, and why:
+- A blob is only ever visible under its digest once it is complete and verified: it is written
+  to a temp file in `<cache>/tmp` (same file system), its sha256 and size are checked, then it
+  is renamed into place. Concurrent processes may download the same blob; the last rename wins
+  and both wrote identical bytes, so no lock is needed between processes.
+- Files are 0600 and directories 0700: a layer holds root-only files (a benchmark's answers)
+  compressed but in the clear, so the cache must be no more readable than those files.
+- `has()` checks presence and size only (a stat, so that a warm run is cheap). The digest is
+  checked on download, and again by `extract.apply_layer` while it reads the blob, so a cache
+  file corrupted afterwards cannot slip into a rootfs.
+- Mirrors are repositories tried before the origin for the same digest: the digest check makes
+  any source safe, so a mirror that fails or serves wrong bytes just falls through to the next.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import re
+import stat
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ExternalToolError
+from .registry import RegistryClient, RegistryError
+
+log = logging.getLogger(__name__)
+
+_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+# A retryable failure (a connection that broke mid-blob) gets this many more attempts on the
+# same source before falling through to the next; the client already retried the request.
+STREAM_RETRIES = 1
+# Failures listed in full in a combined error; the rest are counted.
+MAX_LISTED_FAILURES = 10
+
+
+class BlobCacheError(ExternalToolError):
+    """A blob could not be fetched from any source, or its bytes do not match (exit code 3)."""
+
+    def __init__(self, digest: str, message: str) -> None:
+        self.digest = digest
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """One blob to fetch: where it lives, what it must hash to, how big it is."""
+
+    repository: str
+    """Full repository name, "host[:port]/path/name" (the origin, tried last)."""
+    digest: str
+    size: int
+    mirrors: tuple[str, ...] = ()
+    """Repositories to try first, in order (e.g. a pull-through mirror's name for it)."""
+
+
+def _check_digest(digest: str) -> tuple[str, str]:
+    """(algorithm, hex) of a sha256/sha512 digest; ValueError for anything else."""
+    if not _DIGEST.match(digest):
+        raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
+    algorithm, hexdigest = digest.split(":", 1)
+    return algorithm, hexdigest
+
+
+class BlobCache:
+    """Blobs by digest under `root`; thread-safe, and safe for concurrent processes.
+
+    `stats` counts "hit" (already cached), "download" (blobs downloaded and verified),
+    "bytes" (bytes downloaded), "mirror" (downloads served by a mirror) and "source failed"
+    (a source that failed and was fallen through).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._stats_lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def path(self, digest: str) -> Path:
+        """Where the blob `digest` lives in the cache (whether or not it is there yet)."""
+        algorithm, hexdigest = _check_digest(digest)
+        return self.root / "blobs" / algorithm / hexdigest
+
+    def has(self, digest: str, size: int) -> bool:
+        """Whether the blob is cached with the right size (not re-hashed: see the module doc)."""
+        try:
+            st = os.lstat(self.path(digest))
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size
+
+    def fetch(
+        self,
+        client: RegistryClient,
+        repository: str,
+        digest: str,
+        size: int,
+        mirrors: Sequence[str] = (),
+    ) -> Path:
+        """The cached blob's path, downloading it first (mirrors in order, then `repository`)."""
+        return self._fetch(client, digest, size, [*mirrors, repository])
+
+    def fetch_all(
+        self, client: RegistryClient, items: Iterable[BlobRef], workers: int = 8
+    ) -> dict[str, Path]:
+        """Fetch every blob in parallel, each digest once; returns {digest: path}.
+
+        When several items name one digest, their sources are all tried (in order of
+        appearance). Every failure is reported together in one error, after the others finish.
+        """
+        sources: dict[str, list[str]] = {}
+        sizes: dict[str, int] = {}
+        for item in items:
+            _check_digest(item.digest)
+            if sizes.setdefault(item.digest, item.size) != item.size:
+                raise ValueError(
+                    f"blob {item.digest} is listed with two sizes: "
+                    f"{sizes[item.digest]} and {item.size}"
+                )
+            listed = sources.setdefault(item.digest, [])
+            listed.extend(s for s in (*item.mirrors, item.repository) if s not in listed)
+        if not sources:
+            return {}
+        failures: list[BaseException] = []
+        paths: dict[str, Path] = {}
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {
+                digest: pool.submit(self._fetch, client, digest, sizes[digest], order)
+                for digest, order in sources.items()
+            }
+            for digest, future in futures.items():
+                try:
+                    paths[digest] = future.result()
+                except (ExternalToolError, OSError) as exc:
+                    failures.append(exc)
+        if failures:
+            lines = [str(f) for f in failures[:MAX_LISTED_FAILURES]]
+            if len(failures) > MAX_LISTED_FAILURES:
+                lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more")
+            first = failures[0]
+            raise BlobCacheError(
+                first.digest if isinstance(first, BlobCacheError) else "",
+                f"{len(failures)} of {len(sources)} blobs could not be fetched:\n"
+                + "\n".join(lines),
+            )
+        return paths
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
+    def _lock(self, digest: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(digest, threading.Lock())
+
+    def _fetch(
+        self, client: RegistryClient, digest: str, size: int, sources: Sequence[str]
+    ) -> Path:
+        target = self.path(digest)
+        if size < 0:
+            raise ValueError(f"blob {digest}: size must not be negative")
+        # One download per digest in this process; other processes are handled by the rename.
+        with self._lock(digest):
+            if self.has(digest, size):
+                self._count("hit")
+                return target
+            errors: list[str] = []
+            for index, source in enumerate(sources):
+                for attempt in range(STREAM_RETRIES + 1):
+                    try:
+                        self._download(client, source, digest, size, target)
+                    except (RegistryError, BlobCacheError) as exc:
+                        retry = (
+                            isinstance(exc, RegistryError)
+                            and exc.retryable
+                            and attempt < STREAM_RETRIES
+                        )
+                        log.debug("blob %s from %s failed: %s", digest, source, exc)
+                        if retry:
+                            continue
+                        errors.append(f"{source}: {exc}")
+                        self._count("source failed")
+                        break
+                    if index < len(sources) - 1:
+                        self._count("mirror")
+                    return target
+            raise BlobCacheError(
+                digest,
+                f"blob {digest} could not be fetched from any source:\n  " + "\n  ".join(errors),
+            )
+
+    def _download(
+        self, client: RegistryClient, source: str, digest: str, size: int, target: Path
+    ) -> None:
+        """Stream the blob into a 0600 temp file, verify sha256 and size, rename into place."""
+        algorithm, _ = _check_digest(digest)
+        tmpdir = self.root / "tmp"
+        for directory in (tmpdir, target.parent):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkstemp creates the file 0600, so not even a partial layer is ever readable by others.
+        fd, temp = tempfile.mkstemp(prefix=f"{target.name[:16]}.", suffix=".part", dir=tmpdir)
+        try:
+            h = hashlib.new(algorithm)
+            received = 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in client.get_blob(source, digest, size=size):
+                    received += len(chunk)
+                    if received > size:
+                        # Stop at once: a source sending more than the descriptor said must not
+                        # be able to fill the disk.
+                        raise BlobCacheError(
+                            digest,
+                            f"blob {digest} from {source} is larger than its size {size}",
+                        )
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if received != size:
+                raise BlobCacheError(
+                    digest, f"blob {digest} from {source} has {received} bytes, expected {size}"
+                )
+            actual = f"{algorithm}:{h.hexdigest()}"
+            if actual != digest:
+                raise BlobCacheError(
+                    digest, f"blob {digest} from {source} does not match its digest: {actual}"
+                )
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        self._count("download")
+        self._count("bytes", received)
+        log.debug("fetched %s (%d bytes) from %s", digest, received, source)
