@@ -265,7 +265,8 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         return None
     if client is None:
         raise ValueError("a registry client is needed to record what was pushed")
-    _require_docker(options)
+    if bake_run.files:
+        _require_docker(options)
     from .results import ImageResult, collect, load_existing, results_path
 
     plan = bake_run.plan

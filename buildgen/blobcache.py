@@ -212,8 +212,9 @@ class BlobCache:
         """Stream the blob into a 0600 temp file, verify sha256 and size, rename into place."""
         algorithm, _ = _check_digest(digest)
         tmpdir = self.root / "tmp"
-        for directory in (tmpdir, target.parent):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for directory in (self.root / "blobs", target.parent, tmpdir):
+            directory.mkdir(mode=0o700, exist_ok=True)
         # mkstemp creates the file 0600, so not even a partial layer is ever readable by others.
         fd, temp = tempfile.mkstemp(prefix=f"{target.name[:16]}.", suffix=".part", dir=tmpdir)
         try:

@@ -40,6 +40,7 @@ pre-baked combinations) into docker-bake files and builds them with docker build
   buildgen publish             merge per-platform pushes into tagged multi-arch indexes
   buildgen lock                pin digests in images.lock.json (--check, --diff OLD)
   buildgen resolve             digest-pinned references for crane mode, from the lockfile
+  buildgen matrix              a CI job matrix: one entry per (platform, shard)
   buildgen schema              the catalog's JSON Schema
 
 exit codes: 0 done, 1 check failed, 2 bad input, 3 an external tool failed
@@ -260,6 +261,27 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("--format", choices=("env", "json"), default="env")
     resolve.set_defaults(handler=_resolve)
 
+    matrix = verbs.add_parser(
+        "matrix", parents=[common, selecting], formatter_class=_Formatter,
+        help="a CI job matrix: one entry per (platform, shard)",
+        description="Print a GitHub Actions `strategy.matrix` (JSON, {\"include\": [...]}) with "
+        "one entry per platform and shard, each at most --targets-per-job images, the whole "
+        "within --max-jobs, so each platform builds on its own native runner. Build an entry "
+        "with `buildgen bake --push --platform P --shard I/N`; publish all entries' results "
+        "with `buildgen publish --from`.",
+    )  # fmt: skip
+    matrix.add_argument(
+        "--platform", action="append", default=[], metavar="P",
+        help="only these platforms (repeatable; default: every platform in the plan)",
+    )  # fmt: skip
+    matrix.add_argument("--max-jobs", type=int, default=256, metavar="N",
+                        help="at most N entries (GitHub's limit is 256)")  # fmt: skip
+    matrix.add_argument(
+        "--targets-per-job", type=int, default=500, metavar="K",
+        help="at most K images per entry (raised when needed to fit --max-jobs)",
+    )  # fmt: skip
+    matrix.set_defaults(handler=_matrix)
+
     schema = verbs.add_parser(
         "schema", formatter_class=_Formatter, parents=[common],
         help="print the catalog's JSON Schema",
@@ -448,6 +470,9 @@ def _publish(args: argparse.Namespace, _: list[str]) -> int:
                     f"{verb} {outcome.repository}@{outcome.digest} tags: {' '.join(outcome.tags)}\n"
                 )
     log.info("publish: %s", Summary.of(outcomes))
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            log.error("publish: failed: %s: %s", outcome.key, outcome.message)
     if not args.dry_run:
         _lock_published(args, plan, outcomes, client_options=_registry_options(args))
     return exit_code(outcomes)
@@ -545,6 +570,21 @@ def _resolve(args: argparse.Namespace, _: list[str]) -> int:
             f"EVAL_{name}_KEY={p.key}",
         ]
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _matrix(args: argparse.Namespace, _: list[str]) -> int:
+    from .matrix import matrix
+
+    for platform in args.platform:
+        problem = platform_problem(platform)
+        if problem:
+            raise UsageError(f"--platform: {problem}")
+    plan = _make_plan(args)
+    result = matrix(plan, args.platform, max_jobs=args.max_jobs,
+                    targets_per_job=args.targets_per_job)  # fmt: skip
+    sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+    log.info("%d job(s) for %d image(s)", len(result["include"]), len(plan.images))
     return 0
 
 

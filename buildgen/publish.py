@@ -26,7 +26,7 @@ from typing import Any
 from .errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
 from .lock import INPUTS_ANNOTATION
 from .plan import Plan, PlannedImage
-from .registry import OCI_INDEX, Descriptor, RegistryClient, RegistryError
+from .registry import OCI_INDEX, RegistryClient, RegistryError
 from .results import PlatformResult, Pushed, Results
 from .tagpolicy import TagPlan, inputs_tag, plan_tags
 
@@ -109,22 +109,33 @@ class PublishOptions:
     dry_run: bool = False
 
 
-def merge_results(
-    plan: Plan, results: Sequence[Results]
-) -> dict[str, tuple[str, str, dict[str, PlatformResult]]]:
-    """Per image key: (source repository, inputs, platforms), merged over all results files."""
-    merged: dict[str, tuple[str, str, dict[str, PlatformResult]]] = {}
+@dataclass
+class Found:
+    """One image in the results files: where it was pushed, from which inputs, per platform;
+    or, when bake found it unchanged, the digest of the index already published."""
+
+    repository: str
+    inputs: str
+    platforms: dict[str, PlatformResult] = field(default_factory=dict)
+    unchanged: str | None = None
+
+
+def merge_results(plan: Plan, results: Sequence[Results]) -> dict[str, Found]:
+    """Per image key, what the results files say, merged (later files win)."""
+    merged: dict[str, Found] = {}
     for result in results:
         for key, image in result.images.items():
-            _, inputs, platforms = merged.get(key, (image.repository, image.inputs, {}))
-            if inputs != image.inputs:
+            found = merged.setdefault(key, Found(image.repository, image.inputs))
+            if found.inputs != image.inputs:
                 log.warning("%s: results disagree on its inputs; using the later file", key)
+                found.inputs, found.platforms = image.inputs, {}
+            found.repository = image.repository
+            found.unchanged = image.unchanged or found.unchanged
             for platform, pushed in image.platforms.items():
-                previous = platforms.get(platform)
+                previous = found.platforms.get(platform)
                 if previous and previous.manifest.digest != pushed.manifest.digest:
                     log.warning("%s %s: two results files disagree; using the later", key, platform)
-                platforms[platform] = pushed
-            merged[key] = (image.repository, image.inputs, platforms)
+                found.platforms[platform] = pushed
     return merged
 
 
@@ -191,109 +202,88 @@ class _Publisher:
                 self._tags[repository] = self.client.list_tags(repository)
             return self._tags[repository]
 
-    def publish(
-        self, image: PlannedImage, found: tuple[str, str, dict[str, PlatformResult]] | None
-    ) -> Outcome:
+    def publish(self, image: PlannedImage, found: Found | None) -> Outcome:
         repository = image.repository
+
+        def failed(message: str) -> Outcome:
+            return Outcome(image.key, "failed", repository, message=message,
+                           error=CheckFailed(message))  # fmt: skip
+
         if found is None:
-            return Outcome(
-                image.key,
-                "failed",
-                repository,
-                message="not built: in no results file",
-                error=CheckFailed("not built"),
-            )
-        source_repository, inputs, platforms = found
-        missing = [p for p in image.platforms if p not in platforms]
-        if missing and not platforms and inputs == image.inputs:
-            # Recorded as unchanged by bake: its inputs tag must name a published index.
-            current = self.client.head_manifest(repository, inputs_tag(inputs))
-            if current is None:
-                return Outcome(image.key, "failed", repository,
-                               message=f"recorded as unchanged, but {repository}:"
-                               f"{inputs_tag(inputs)} is gone: bake it again",
-                               error=CheckFailed("missing unchanged image"))  # fmt: skip
-        elif missing:
-            return Outcome(
-                image.key,
-                "failed",
-                repository,
-                message=f"no build for {', '.join(missing)} in the results files",
-                error=CheckFailed("missing platforms"),
-            )
-        if inputs != image.inputs:
-            return Outcome(
-                image.key,
-                "failed",
-                repository,
-                message="built from other inputs than the catalog now has: bake again",
-                error=CheckFailed("stale results"),
-            )
+            return failed("not built: in no results file")
+        if found.inputs != image.inputs:
+            return failed("built from other inputs than the catalog now has: bake again")
+        missing = [p for p in image.platforms if p not in found.platforms]
+        if missing and not found.unchanged:
+            return failed(f"no build for {', '.join(missing)} in the results files")
         existing = (
             []
             if image.task is not None or image.version is None
             else self.existing_tags(repository)
         )
         tag_plan = plan_tags(
-            version=image.version, task=image.task, inputs=inputs, existing=existing
+            version=image.version, task=image.task, inputs=found.inputs, existing=existing
         )
-        current = self.client.head_manifest(repository, inputs_tag(inputs))
+        if found.unchanged:  # bake saw its inputs tag; the tag checks below confirm it
+            return self._retag(image, found.unchanged, tag_plan, known={})
+        current = self.client.head_manifest(repository, inputs_tag(found.inputs))
         if current is not None:
-            return self._retag(image, current, tag_plan, "unchanged")
-        data = build_index(image, platforms, self.source)
+            known = {inputs_tag(found.inputs): current.digest}
+            return self._retag(image, current.digest, tag_plan, known)
+        data = build_index(image, found.platforms, self.source)
         digest = _digest(data)
-        self._check_immutable(image, tag_plan, digest)
+        pointing = self._tags_now(image, tag_plan, digest, {})
         if self.dry_run:
             return Outcome(image.key, "would-publish", repository, digest, tag_plan.all)
-        if source_repository != repository:
-            self._copy_manifests(source_repository, repository, platforms.values())
+        if found.repository != repository:
+            self._copy_manifests(found.repository, repository, found.platforms.values())
         if self.client.head_manifest(repository, digest) is None:
             self.client.put_manifest(repository, digest, data, OCI_INDEX)
-        self._tag(repository, digest, data, tag_plan)
+        # Immutable tags first, then the moving ones; a tag is only ever written after the
+        # index it names is in the registry, so no tag points at a missing manifest.
+        for tag in tag_plan.all:
+            if pointing[tag] != digest:
+                self.client.put_manifest(repository, tag, data, OCI_INDEX)
         return Outcome(image.key, "published", repository, digest, tag_plan.all)
 
     def _retag(
-        self, image: PlannedImage, current: Descriptor, tag_plan: TagPlan, status: str
+        self, image: PlannedImage, digest: str, tag_plan: TagPlan, known: dict[str, str]
     ) -> Outcome:
-        self._check_immutable(image, tag_plan, current.digest)
-        stale = [
-            t for t in tag_plan.all if not self._points_at(image.repository, t, current.digest)
-        ]
+        pointing = self._tags_now(image, tag_plan, digest, known)
+        stale = [tag for tag in tag_plan.all if pointing[tag] != digest]
         if stale and self.dry_run:
-            return Outcome(image.key, "would-tag", image.repository, current.digest, tuple(stale))
+            return Outcome(image.key, "would-tag", image.repository, digest, tuple(stale))
         if stale:
-            manifest = self.client.get_manifest(image.repository, current.digest)
+            manifest = self.client.get_manifest(image.repository, digest)
             for tag in stale:
                 self.client.put_manifest(image.repository, tag, manifest.data, manifest.media_type)
         return Outcome(
             image.key,
-            status,
+            "unchanged",
             image.repository,
-            current.digest,
+            digest,
             tag_plan.all,
             message=f"retagged {', '.join(stale)}" if stale else "",
         )
 
-    def _points_at(self, repository: str, tag: str, digest: str) -> bool:
-        found = self.client.head_manifest(repository, tag)
-        return found is not None and found.digest == digest
-
-    def _check_immutable(self, image: PlannedImage, tag_plan: TagPlan, digest: str) -> None:
-        for tag in tag_plan.immutable:
+    def _tags_now(
+        self, image: PlannedImage, tag_plan: TagPlan, digest: str, known: dict[str, str]
+    ) -> dict[str, str | None]:
+        """What each tag points at now (one HEAD each); a release tag elsewhere is a conflict."""
+        pointing: dict[str, str | None] = {}
+        for tag in tag_plan.all:
+            if tag in known:
+                pointing[tag] = known[tag]
+                continue
             found = self.client.head_manifest(image.repository, tag)
-            if found is not None and found.digest != digest:
+            pointing[tag] = found.digest if found else None
+            if tag in tag_plan.immutable and found is not None and found.digest != digest:
                 raise _Conflict(
                     f"{image.repository}:{tag} already exists and points at {found.digest[:19]}, "
                     f"not at this build ({digest[:19]}): release tags are immutable, so bump "
                     f"the version of {image.key} in the catalog"
                 )
-
-    def _tag(self, repository: str, digest: str, data: bytes, tag_plan: TagPlan) -> None:
-        # Immutable tags first, then the moving ones; a tag is only ever written after the
-        # index it names is in the registry, so no tag points at a missing manifest.
-        for tag in tag_plan.all:
-            if not self._points_at(repository, tag, digest):
-                self.client.put_manifest(repository, tag, data, OCI_INDEX)
+        return pointing
 
     def _copy_manifests(
         self, source: str, target: str, platforms: Sequence[PlatformResult] | Any

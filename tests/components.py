@@ -36,8 +36,8 @@ class Registry:
             self.process.kill()
 
 
-def start_registry(workdir: Path) -> Registry:
-    port = free_port()
+def start_registry(workdir: Path, port: int | None = None) -> Registry:
+    port = port or free_port()
     storage = workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yml"

@@ -120,3 +120,21 @@ def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) ->
     subprocess.run(["docker", "import", "-", BASE_IMAGE], input=tar.stdout, check=True,
                    capture_output=True)  # fmt: skip
     return BASE_IMAGE
+
+
+REPO_CATALOG_FILES = ("catalog.yaml", "tasks", "containers", "buildgen", "templates",
+                      "pyproject.toml", ".dockerignore")  # fmt: skip
+
+
+def copy_repo_catalog(dest: Path) -> Path:
+    """The repo's catalog and everything its images are built from, as a fresh checkout has
+    them (file times kept); returns the catalog's path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPO_CATALOG_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        else:
+            shutil.copy2(source, dest / name)
+    return dest / "catalog.yaml"

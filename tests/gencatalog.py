@@ -15,6 +15,7 @@ def generate_catalog(
     combinations: bool = True,
     registry: str = "r.example/evals",
     task_platforms: str = "[linux/amd64]",
+    per_task_contexts: bool = False,
 ) -> Path:
     """A catalog with one per-task benchmark of `tasks` tasks, `agents` agents, one gateway and,
     optionally, pre-baked combinations of one agent with every task."""
@@ -23,6 +24,10 @@ def generate_catalog(
         (root / context / "Dockerfile").write_text(DOCKERFILE)
         (root / context / "task.txt").write_text("x\n")
     ids = [f"proj__proj-{i:05d}" for i in range(tasks)]
+    if per_task_contexts:  # one context per task: a change to one task changes only its inputs
+        for task in ids:
+            (root / "repos" / task).mkdir(parents=True, exist_ok=True)
+            (root / "repos" / task / "task.txt").write_text(f"{task}\n")
     (root / "tasks.txt").write_text("# generated\n" + "\n".join(ids) + "\n")
     lines = [
         "version: 1",
@@ -30,7 +35,8 @@ def generate_catalog(
         "platforms: [linux/amd64, linux/arm64]",
         "benchmarks:",
         "  big:",
-        "    context: bench",
+        "    context: repos/{task}" if per_task_contexts else "    context: bench",
+        *(["    dockerfile: bench/Dockerfile"] if per_task_contexts else []),
         "    version: 1.0.0",
         f"    platforms: {task_platforms}",
         "    args: {PYTHON: '3.11'}",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, copy_repo_catalog
 
 from buildgen.catalog import load_catalog
 from buildgen.inputs import DockerIgnore
@@ -36,16 +35,7 @@ def test_dockerignore(patterns: list[str], path: str, excluded: bool) -> None:
 
 
 def _copy_repo_catalog(tmp_path: Path) -> Path:
-    for name in ("catalog.yaml", "tasks", "containers", "buildgen", "templates", "pyproject.toml",
-                 ".dockerignore"):  # fmt: skip
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(
-                source, tmp_path / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
-            )
-        else:
-            shutil.copy(source, tmp_path / name)
-    return tmp_path / "catalog.yaml"
+    return copy_repo_catalog(tmp_path)
 
 
 def _hashes(catalog: Path) -> dict[str, str]:

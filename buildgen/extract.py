@@ -1,0 +1,938 @@
+"""Apply OCI image layers to a rootfs directory, as Docker/BuildKit do, without a daemon.
+
+    stats = apply_image(rootfs, [(cache.path(d), media_type, diff_id) for ...])
+
+What comes out equals what Docker/BuildKit (and umoci) produce: paths, types, modes with
+setuid/setgid/sticky, numeric owners, contents, symlink targets, hardlinks, FIFOs, mtimes and
+(where the file system allows) xattrs. OCI whiteouts are honoured: `.wh.NAME` deletes NAME from
+the lower layers, `.wh..wh..opq` empties its directory of everything the lower layers put there,
+and neither ever deletes what the same layer adds, whatever the order of the tar.
+
+Nothing outside `rootfs` is ever created or modified, whatever the layers hold. Every path is
+walked one component at a time from an fd of the rootfs (openat with O_NOFOLLOW), so a symlink
+(laid down by an earlier layer, another image, or earlier in this one) is never followed, even one
+that would stay inside. The policy refuses, with an `ExtractionError` naming the layer and entry:
+- names with `..` components, and absolute names (a leading "./" is fine);
+- any entry whose parent path goes through a symlink (or a non-directory);
+- hardlinks whose target is absolute, has `..`, goes through a symlink, is a directory or does
+  not exist (a hardlink is made with linkat, without following, to a name inside the rootfs);
+- character and block devices (`ExtractPolicy.devices="skip"` drops them instead; a container
+  runtime provides /dev, and a layer has no business creating device nodes); FIFOs are fine;
+- unknown entry types, and paths deeper than `ExtractPolicy.max_depth` components.
+When a layer is refused, what it already wrote stays inside the rootfs; the caller discards it.
+
+No file is world-readable while it is being written: regular files are created O_EXCL|O_NOFOLLOW
+with mode 0600 (an existing entry is unlinked first, never opened), filled, chowned, then chmodded
+to their mode (chmod after chown, because chown clears setuid/setgid). Directories are made 0700
+and get their owner, mode and mtime when the layer is done, deepest first, so a 0500 directory
+can still be filled and a 0700 one is never briefly open.
+
+Integrity: the blob is hashed while it is decompressed and must match its digest (taken from the
+cache path `.../sha256/<hex>` or given), and the uncompressed stream must match the config's
+diff_id when one is given; a mismatch is an error, never a warning. A tar header that does not
+parse is an error too (Python's tarfile alone would silently end the archive there).
+
+Where this differs from Docker on purpose (none of it arises in layers BuildKit or Docker write):
+Docker resolves a symlink in a parent path inside its chroot and treats absolute names as
+relative; both are refused here. A whiteout whose directory does not exist creates nothing. A
+hardlink header's owner and mode are applied to the inode, as Docker and containerd do (umoci
+does not; honest writers give a hardlink its target's metadata, so the results agree). Owners
+are set with chown, so extraction runs as root (there is no rootless mode).
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import importlib
+import io
+import logging
+import os
+import re
+import stat
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Literal, NamedTuple, Protocol, cast
+
+from .errors import ExternalToolError
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
+
+Compression = Literal["none", "gzip", "zstd"]
+_MEDIA_TYPES: dict[str, Compression] = {
+    OCI_LAYER: "none",
+    OCI_LAYER + "+gzip": "gzip",
+    OCI_LAYER + "+zstd": "zstd",
+    OCI_LAYER_NONDISTRIBUTABLE: "none",
+    OCI_LAYER_NONDISTRIBUTABLE + "+gzip": "gzip",
+    OCI_LAYER_NONDISTRIBUTABLE + "+zstd": "zstd",
+    DOCKER_LAYER: "none",
+    DOCKER_LAYER + ".gzip": "gzip",
+    DOCKER_LAYER_FOREIGN + ".gzip": "gzip",
+}
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+# Docker (and umoci, through the umask) give a parent directory the tar does not list 0755 root.
+_IMPLICIT_DIR_MODE = 0o755
+# Bytes of the uncompressed stream kept behind the read position: enough to look at the block
+# where tarfile stopped (it reads ahead at most one 10 KiB record), see `_check_end`.
+_TAIL_WINDOW = 64 << 10
+_BLOCK = tarfile.BLOCKSIZE
+# xattr failures that mean "this file system or file type does not take it", which Docker and
+# containerd skip too; anything else is an error.
+_XATTR_UNSUPPORTED = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
+_BLOB_PATH = re.compile(r"^(?:(sha256)/([a-f0-9]{64})|(sha512)/([a-f0-9]{128}))$")
+
+
+class ExtractionError(ExternalToolError):
+    """A layer could not be applied, or the extraction policy refused it (exit code 3).
+
+    `layer` is the blob's digest (or its path when the digest is unknown), `entry` the tar
+    entry's name as written in the layer (None for a problem with the layer as a whole).
+    """
+
+    def __init__(self, layer: str, message: str, *, entry: str | None = None) -> None:
+        self.layer = layer
+        self.entry = entry
+        self.reason = message
+        where = f"layer {layer}" if entry is None else f"layer {layer}, entry {entry!r}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class ExtractPolicy:
+    """What `apply_layer` accepts beyond plain files, directories, links and FIFOs."""
+
+    devices: Literal["refuse", "skip"] = "refuse"
+    """Character/block device entries: refuse the layer (default), or skip them (counted)."""
+    xattrs: bool = True
+    """Apply `SCHILY.xattr.*` PAX records (failures the file system reports are counted)."""
+    max_depth: int = 256
+    """Most path components an entry may have (bounds recursion and open fds on removal)."""
+
+
+@dataclass
+class LayerStats:
+    """What one layer did to the rootfs."""
+
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    fifos: int = 0
+    whiteouts: int = 0
+    bytes: int = 0
+    """Bytes of regular-file content written."""
+    xattrs_skipped: int = 0
+    """xattrs the file system refused (EPERM/ENOTSUP), e.g. user.* on a symlink."""
+    devices_skipped: int = 0
+    diff_id: str = ""
+    """The digest of the uncompressed tar stream, as computed while reading it."""
+
+
+class TreeEntry(NamedTuple):
+    """One path of a rootfs as `tree` describes it."""
+
+    kind: str
+    """"dir", "file", "symlink", "fifo", "char", "block" or "socket"."""
+    mode: int
+    """Permission bits with setuid/setgid/sticky (stat.S_IMODE)."""
+    uid: int
+    gid: int
+    content: str
+    """"sha256:<hex>" of a file's bytes, a symlink's target, "" for anything else."""
+
+
+# -- public API ------------------------------------------------------------------------------
+
+
+def layer_compression(media_type: str) -> Compression:
+    """The compression of a layer media type; ValueError for one that is not a tar layer."""
+    base = media_type.split(";", 1)[0].strip()
+    try:
+        return _MEDIA_TYPES[base]
+    except KeyError:
+        raise ValueError(f"not a supported layer media type: {media_type!r}") from None
+
+
+def blob_digest(blob: Path) -> str | None:
+    """The digest a content-addressed path names (`.../sha256/<hex>`), else None."""
+    match = _BLOB_PATH.match(f"{blob.parent.name}/{blob.name}")
+    if match is None:
+        return None
+    algorithm = match.group(1) or match.group(3)
+    hexdigest = match.group(2) or match.group(4)
+    return f"{algorithm}:{hexdigest}"
+
+
+def apply_layer(
+    rootfs: Path,
+    blob: Path,
+    media_type: str,
+    *,
+    expected_diff_id: str | None = None,
+    digest: str | None = None,
+    policy: ExtractPolicy = ExtractPolicy(),
+) -> LayerStats:
+    """Apply one layer blob to the existing directory `rootfs` (see the module docstring).
+
+    `digest` is the blob's digest; by default it is read from a content-addressed `blob` path
+    (as `BlobCache.path` makes). The blob must hash to it, and its uncompressed stream to
+    `expected_diff_id` when given. Raises `ExtractionError`.
+    """
+    digest = digest if digest is not None else blob_digest(blob)
+    label = digest or str(blob)
+    try:
+        compression = layer_compression(media_type)
+        raw_algorithm = _algorithm(digest) if digest is not None else "sha256"
+        diff_algorithm = _algorithm(expected_diff_id) if expected_diff_id else "sha256"
+    except ValueError as exc:
+        raise ExtractionError(label, str(exc)) from None
+    stats = LayerStats()
+    try:
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ExtractionError(label, f"cannot open the rootfs {rootfs}: {exc.strerror}") from exc
+    try:
+        handle = open(blob, "rb", buffering=0)  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        os.close(root_fd)
+        raise ExtractionError(label, f"cannot open the blob {blob}: {exc.strerror}") from exc
+    applier = _Applier(root_fd, label, policy, stats)
+    try:
+        with handle:
+            raw = _HashingReader(handle, raw_algorithm)
+            try:
+                plain = _HashingReader(
+                    _decompressor(compression, raw, label), diff_algorithm, window=_TAIL_WINDOW
+                )
+                applier.run(plain)
+                plain.drain()
+                raw.drain()
+            except Exception as exc:
+                # A corrupt blob usually fails as a bad gzip or tar stream before its end:
+                # say so rather than blaming the stream.
+                if digest is not None:
+                    _check_blob_digest(raw, digest, label, blob, cause=exc)
+                if isinstance(exc, ExtractionError):
+                    raise
+                if isinstance(exc, (_StreamError, tarfile.TarError)):
+                    raise ExtractionError(label, f"cannot read the layer: {exc}") from exc
+                raise
+        if digest is not None:
+            _check_blob_digest(raw, digest, label, blob)
+        stats.diff_id = plain.digest()
+        if expected_diff_id is not None and stats.diff_id != expected_diff_id:
+            raise ExtractionError(
+                label,
+                f"the uncompressed layer is {stats.diff_id}, but the image config's diff_id "
+                f"is {expected_diff_id}",
+            )
+        applier.finish()
+    finally:
+        applier.close()
+        os.close(root_fd)
+    return stats
+
+
+def apply_image(
+    rootfs: Path,
+    layers: Sequence[tuple[Path, str, str | None]],
+    *,
+    policy: ExtractPolicy = ExtractPolicy(),
+) -> list[LayerStats]:
+    """Apply (blob, media type, diff_id or None) layers in order; creates `rootfs` if missing.
+
+    A new `rootfs` is made 0755 (what "/" is in Docker's images) unless a layer says otherwise.
+    """
+    if not rootfs.exists():
+        rootfs.mkdir(parents=True)
+        rootfs.chmod(0o755)
+    return [
+        apply_layer(rootfs, blob, media_type, expected_diff_id=diff_id, policy=policy)
+        for blob, media_type, diff_id in layers
+    ]
+
+
+def tree(rootfs: Path) -> dict[str, TreeEntry]:
+    """Every path under `rootfs` ("/a/b", the root itself excluded), for comparisons."""
+    entries: dict[str, TreeEntry] = {}
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            kind = _kind(st.st_mode)
+            content = ""
+            if kind == "file":
+                content = _file_digest(full)
+            elif kind == "symlink":
+                content = os.readlink(full)
+            rel = "/" + os.path.relpath(full, rootfs)
+            entries[rel] = TreeEntry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
+    return entries
+
+
+def hardlinks(rootfs: Path) -> set[frozenset[str]]:
+    """The groups of paths under `rootfs` that are one inode (non-directories only)."""
+    groups: dict[tuple[int, int], set[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+                groups.setdefault((st.st_dev, st.st_ino), set()).add(
+                    "/" + os.path.relpath(full, rootfs)
+                )
+    return {frozenset(paths) for paths in groups.values() if len(paths) > 1}
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _StreamError(Exception):
+    """Reading or decompressing the blob failed (kept apart from errors writing the rootfs)."""
+
+
+class _HashingReader:
+    """Passes a stream through, hashing it; optionally keeps its last bytes (see `block`)."""
+
+    def __init__(self, source: _Readable, algorithm: str, *, window: int = 0) -> None:
+        self._source = source
+        self._hash = hashlib.new(algorithm)
+        self._algorithm = algorithm
+        self._window = window
+        self._tail = bytearray()
+        self.pos = 0
+        self.eof = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self.eof:
+            return b""
+        try:
+            data = self._source.read(size)
+        except Exception as exc:
+            raise _StreamError(f"{type(exc).__name__}: {exc}") from exc
+        if not data:
+            self.eof = True
+            return b""
+        self._hash.update(data)
+        self.pos += len(data)
+        if self._window:
+            self._tail += data
+            if len(self._tail) > self._window:
+                del self._tail[: len(self._tail) - self._window]
+        return data
+
+    def drain(self) -> None:
+        """Read (and hash) the rest of the stream."""
+        while self.read(_CHUNK):
+            pass
+
+    def block(self, offset: int, size: int) -> bytes:
+        """The bytes at `offset` (at most `size`, fewer at the end), reading on if needed."""
+        while self.pos < offset + size and self.read(_CHUNK):
+            pass
+        start = self.pos - len(self._tail)
+        if offset < start:
+            raise _StreamError(f"offset {offset} is no longer buffered")
+        return bytes(self._tail[offset - start : offset - start + size])
+
+    def digest(self) -> str:
+        return f"{self._algorithm}:{self._hash.hexdigest()}"
+
+    # tarfile's file-object protocol; it only ever reads from a stream opened "r|".
+    def write(self, data: bytes, /) -> int:
+        raise io.UnsupportedOperation("write")
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, /) -> int:
+        raise io.UnsupportedOperation("seek")
+
+    def close(self) -> None:
+        pass
+
+
+def _decompressor(compression: Compression, raw: _HashingReader, label: str) -> _Readable:
+    if compression == "none":
+        return raw
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    try:  # Python 3.14+ has zstd in the standard library
+        stdlib_zstd = importlib.import_module("compression.zstd")
+    except ImportError:
+        pass
+    else:
+        return cast(_Readable, stdlib_zstd.ZstdFile(raw))
+    try:
+        zstandard = importlib.import_module("zstandard")
+    except ImportError:
+        raise ExtractionError(
+            label,
+            "the layer is zstd-compressed, and this Python has no zstd decoder: install the "
+            "`zstandard` package (pip install zstandard), or use Python 3.14+",
+        ) from None
+    # Layers may hold several zstd frames (zstd:chunked); read them all.
+    return cast(_Readable, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
+
+
+def _check_blob_digest(
+    raw: _HashingReader,
+    digest: str,
+    label: str,
+    blob: Path,
+    *,
+    cause: BaseException | None = None,
+) -> None:
+    if cause is not None:
+        try:
+            raw.drain()
+        except _StreamError:
+            return  # cannot tell: let the original error speak
+    actual = raw.digest()
+    if actual != digest:
+        raise ExtractionError(
+            label,
+            f"the blob {blob} does not match its digest: its bytes are {actual} (a corrupt "
+            "cache file? delete it and fetch it again)",
+        ) from cause
+
+
+def _algorithm(digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    lengths = {"sha256": 64, "sha512": 128}
+    if (
+        algorithm not in lengths
+        or len(hexdigest) != lengths[algorithm]
+        or not re.fullmatch("[a-f0-9]+", hexdigest)
+    ):
+        raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
+    return algorithm
+
+
+def _check_end(plain: _HashingReader, offset: int) -> None:
+    """Refuse a tar stream that tarfile stopped reading early.
+
+    tarfile ends an archive silently at a header it cannot parse (a bad checksum, a truncated
+    block) once past the first member; Docker's Go reader fails instead. So the block where it
+    stopped must be the end-of-archive marker (zeros), or the stream must simply end there.
+    """
+    data = plain.block(offset, 2 * _BLOCK)
+    if data.strip(b"\0"):
+        raise _StreamError(
+            f"invalid or truncated tar header at offset {offset} (not the end-of-archive marker)"
+        )
+
+
+# -- the extraction --------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """The policy refuses an entry (becomes an ExtractionError naming it)."""
+
+
+@dataclass
+class _DirMeta:
+    """The owner, mode, times and xattrs a directory gets when the layer is done."""
+
+    mode: int
+    uid: int
+    gid: int
+    times: tuple[int, int] | None  # (atime_ns, mtime_ns); None leaves them as they fall
+    xattrs: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def _split(name: str, what: str) -> tuple[str, ...]:
+    """The components of a tar name ("./a//b/" -> ("a", "b")); refuses absolute and `..`."""
+    if name.startswith("/"):
+        raise _Refused(f"{what} is an absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise _Refused(f"{what} has a '..' component")
+    return parts
+
+
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "dir"),
+        (stat.S_ISREG, "file"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISCHR, "char"),
+        (stat.S_ISBLK, "block"),
+    ):
+        if test(mode):
+            return kind
+    return "socket"
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
+
+
+def _ns(text: str | None) -> int | None:
+    """A PAX time ("1700000000.123456789") in nanoseconds, exactly (a float would round)."""
+    if text is None:
+        return None
+    try:
+        return int(Decimal(text).scaleb(9).to_integral_value(ROUND_FLOOR))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _times(info: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime_ns, mtime_ns) as Docker sets them: atime is never before mtime."""
+    mtime = _ns(info.pax_headers.get("mtime"))
+    if mtime is None:
+        mtime = int(info.mtime) * 1_000_000_000
+    atime = _ns(info.pax_headers.get("atime"))
+    return (max(atime, mtime) if atime is not None else mtime), mtime
+
+
+def _xattrs(info: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    prefix = "SCHILY.xattr."
+    # tarfile decodes PAX values as UTF-8 with surrogateescape: this gives the bytes back.
+    return [
+        (key[len(prefix) :], value.encode("utf-8", "surrogateescape"))
+        for key, value in info.pax_headers.items()
+        if key.startswith(prefix) and len(key) > len(prefix)
+    ]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _remove_tree(parent_fd: int, name: str) -> None:
+    """Remove `name` in `parent_fd` and, for a directory, all under it; never follows links."""
+    st = os.lstat(name, dir_fd=parent_fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        for child in os.listdir(fd):
+            _remove_tree(fd, child)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def _join(parts: Iterable[str]) -> str:
+    return "/".join(parts)
+
+
+class _Applier:
+    """Applies the entries of one layer; every path is walked from `root_fd`, never followed."""
+
+    def __init__(self, root_fd: int, label: str, policy: ExtractPolicy, stats: LayerStats) -> None:
+        self.root_fd = root_fd
+        self.label = label
+        self.policy = policy
+        self.stats = stats
+        # Paths this layer created, and their ancestors: whiteouts spare them (see _purge).
+        self.upper: set[str] = set()
+        # Directories created or listed by this layer, and the metadata they end with.
+        self.dirs: dict[str, _DirMeta] = {}
+        # The last directory walked to (a dup'd fd): consecutive entries share a parent.
+        self._cached: tuple[tuple[str, ...], int] | None = None
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def run(self, plain: _HashingReader) -> None:
+        """Apply every entry of the tar stream `plain`."""
+        try:
+            with tarfile.open(
+                fileobj=plain, mode="r|", encoding="utf-8", errors="surrogateescape"
+            ) as tf:
+                self._entries(tf, plain)
+        except tarfile.ReadError:
+            if plain.eof and plain.pos == 0:
+                return  # an empty stream: an empty layer, as Go's tar reader (Docker) takes it
+            raise
+
+    def _entries(self, tf: tarfile.TarFile, plain: _HashingReader) -> None:
+        while True:
+            info = tf.next()
+            # A TarFile remembers every member it has read (for random access we never use);
+            # forgetting them keeps memory flat on layers with millions of entries.
+            members: list[tarfile.TarInfo] | None = getattr(tf, "members", None)
+            if members is not None:
+                members.clear()
+            if info is None:
+                break
+            try:
+                self.entry(info, tf)
+            except _Refused as exc:
+                raise ExtractionError(self.label, str(exc), entry=info.name) from None
+            except (OSError, ValueError, OverflowError) as exc:
+                raise ExtractionError(self.label, _describe(exc), entry=info.name) from exc
+        _check_end(plain, tf.offset)
+
+    def finish(self) -> None:
+        """Give every directory of this layer its owner, mode and times, deepest first."""
+        depth = {rel: (rel.count("/") + 1 if rel else 0) for rel in self.dirs}
+        for rel in sorted(self.dirs, key=lambda r: depth[r], reverse=True):
+            meta = self.dirs[rel]
+            try:
+                fd = self._walk(tuple(rel.split("/")) if rel else (), create=False)
+                if fd is None:
+                    continue  # removed later in the layer
+                try:
+                    os.fchown(fd, meta.uid, meta.gid)
+                    self._set_xattrs(fd, meta.xattrs)
+                    os.fchmod(fd, meta.mode)
+                    if meta.times is not None:
+                        os.utime(fd, ns=meta.times)
+                finally:
+                    os.close(fd)
+            except _Refused as exc:
+                raise ExtractionError(self.label, str(exc), entry=rel or "./") from None
+            except (OSError, ValueError, OverflowError) as exc:
+                raise ExtractionError(self.label, _describe(exc), entry=rel or "./") from exc
+
+    def close(self) -> None:
+        self._forget()
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        parts = _split(info.name, "the name")
+        if len(parts) > self.policy.max_depth:
+            raise _Refused(f"the name has more than {self.policy.max_depth} components")
+        if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+            raise _Refused("a directory in the name has the whiteout prefix '.wh.'")
+        if parts and parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts)
+            return
+        if not parts:
+            # The root itself ("./"): it may only get new metadata, never be replaced.
+            if not info.isdir():
+                raise _Refused("the root directory can only be listed as a directory")
+            self.dirs[""] = self._dir_meta(info)
+            return
+        if info.isreg():
+            self._file(parts, info, tf)
+        elif info.isdir():
+            self._dir(parts, info)
+        elif info.issym():
+            self._symlink(parts, info)
+        elif info.islnk():
+            self._hardlink(parts, info)
+        elif info.isfifo():
+            self._fifo(parts, info)
+        elif info.ischr() or info.isblk():
+            if self.policy.devices == "refuse":
+                raise _Refused(
+                    "device nodes are refused (a container runtime provides /dev); "
+                    "ExtractPolicy(devices='skip') drops them"
+                )
+            log.debug("%s: skipping device node %s", self.label, info.name)
+            self.stats.devices_skipped += 1
+            return
+        else:
+            raise _Refused(f"unsupported tar entry type {info.type!r}")
+        self._mark(parts)
+
+    def _file(self, parts: tuple[str, ...], info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        source = tf.extractfile(info)
+        if source is None:  # cannot happen for a regular file; keeps the types honest
+            raise _Refused("no data for a regular file")
+        parent = self._parent(parts)
+        try:
+            self._clear(parent, parts, keep_dir=False)
+            fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            try:
+                while chunk := source.read(_CHUNK):
+                    _write_all(fd, chunk)
+                    self.stats.bytes += len(chunk)
+                os.fchown(fd, info.uid, info.gid)
+                self._set_xattrs(fd, _xattrs(info))
+                os.fchmod(fd, info.mode & 0o7777)
+                os.utime(fd, ns=_times(info))
+            finally:
+                os.close(fd)
+        finally:
+            os.close(parent)
+        self.stats.files += 1
+
+    def _dir(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        parent = self._parent(parts)
+        try:
+            if self._clear(parent, parts, keep_dir=True) is None:
+                os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            else:
+                # A directory from a lower layer is 0700 too until the layer is done: its new
+                # mode may be stricter (a 0755 one made root-only), and its files must not be
+                # reachable in between.
+                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+                try:
+                    os.fchmod(fd, 0o700)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(parent)
+        self.dirs[_join(parts)] = self._dir_meta(info)
+        self.stats.dirs += 1
+
+    def _symlink(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        parent = self._parent(parts)
+        name = parts[-1]
+        try:
+            self._clear(parent, parts, keep_dir=False)
+            os.symlink(info.linkname, name, dir_fd=parent)  # the target is kept verbatim
+            os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
+            self._set_xattrs(f"/proc/self/fd/{parent}/{name}", _xattrs(info))
+            os.utime(name, ns=_times(info), dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+        self.stats.symlinks += 1
+
+    def _hardlink(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        target = _split(info.linkname, f"the hardlink target {info.linkname!r}")
+        if not target:
+            raise _Refused("a hardlink to the root directory")
+        if target == parts:
+            raise _Refused("a hardlink to itself")
+        missing = _Refused(f"the hardlink target {info.linkname!r} does not exist in the rootfs")
+        target_parent = self._walk(target[:-1], create=False)
+        if target_parent is None:
+            raise missing
+        try:
+            try:
+                st = os.lstat(target[-1], dir_fd=target_parent)
+            except FileNotFoundError:
+                raise missing from None
+            if stat.S_ISDIR(st.st_mode):
+                raise _Refused(f"the hardlink target {info.linkname!r} is a directory")
+            parent = self._parent(parts)
+            name = parts[-1]
+            try:
+                self._clear(parent, parts, keep_dir=False)
+                # linkat without AT_SYMLINK_FOLLOW: links the name found, even a symlink.
+                os.link(
+                    target[-1],
+                    name,
+                    src_dir_fd=target_parent,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
+                # Docker and containerd apply a hardlink header's metadata to the inode.
+                if stat.S_ISLNK(st.st_mode):
+                    os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
+                else:
+                    self._metadata(parent, name, info)
+            finally:
+                os.close(parent)
+        finally:
+            os.close(target_parent)
+        self.stats.hardlinks += 1
+
+    def _fifo(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+        parent = self._parent(parts)
+        name = parts[-1]
+        try:
+            self._clear(parent, parts, keep_dir=False)
+            os.mkfifo(name, 0o600, dir_fd=parent)
+            self._metadata(parent, name, info)
+        finally:
+            os.close(parent)
+        self.stats.fifos += 1
+
+    def _whiteout(self, parts: tuple[str, ...]) -> None:
+        self.stats.whiteouts += 1
+        base, directory = parts[-1], parts[:-1]
+        if base != WHITEOUT_OPAQUE and base.startswith(WHITEOUT_META_PREFIX):
+            log.debug("%s: ignoring whiteout metadata entry %s", self.label, _join(parts))
+            return
+        name = base[len(WHITEOUT_PREFIX) :]
+        if base != WHITEOUT_OPAQUE and name in ("", ".", ".."):
+            raise _Refused(f"a whiteout of {name!r}")
+        fd = self._walk(directory, create=False)
+        if fd is None:
+            return  # nothing below to hide
+        try:
+            if base == WHITEOUT_OPAQUE:
+                self._purge_children(fd, _join(directory))
+            else:
+                self._purge(fd, name, _join((*directory, name)))
+        finally:
+            os.close(fd)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _metadata(self, parent: int, name: str, info: tarfile.TarInfo) -> None:
+        """Owner, xattrs, mode (after the owner) and times of a FIFO or a hardlinked file.
+
+        Through an fd opened O_NOFOLLOW (O_NONBLOCK: opening a FIFO must not wait for a
+        writer), so nothing swapped in by name could redirect a chmod.
+        """
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+        )
+        try:
+            os.fchown(fd, info.uid, info.gid)
+            self._set_xattrs(fd, _xattrs(info))
+            os.fchmod(fd, info.mode & 0o7777)
+            os.utime(fd, ns=_times(info))
+        finally:
+            os.close(fd)
+
+    def _dir_meta(self, info: tarfile.TarInfo) -> _DirMeta:
+        return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), _xattrs(info))
+
+    def _mark(self, parts: tuple[str, ...]) -> None:
+        path = ""
+        for part in parts:
+            path = f"{path}/{part}" if path else part
+            self.upper.add(path)
+
+    def _parent(self, parts: tuple[str, ...]) -> int:
+        fd = self._walk(parts[:-1], create=True)
+        assert fd is not None  # create=True always gives a directory or raises
+        return fd
+
+    def _walk(self, parts: tuple[str, ...], *, create: bool) -> int | None:
+        """A new fd of the directory `parts`, walked from the root one component at a time.
+
+        A symlink on the way is refused, never followed. A missing directory is made (0700,
+        and 0755 root when the layer is done, as Docker does) when `create`, else None is
+        returned, as for a non-directory on the way.
+        """
+        if self._cached is not None and self._cached[0] == parts:
+            return os.dup(self._cached[1])
+        fd = os.dup(self.root_fd)
+        try:
+            for index, name in enumerate(parts):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    self.dirs.setdefault(
+                        _join(parts[: index + 1]), _DirMeta(_IMPLICIT_DIR_MODE, 0, 0, None)
+                    )
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    st = os.lstat(name, dir_fd=fd)
+                    path = _join(parts[: index + 1])
+                    if stat.S_ISLNK(st.st_mode):
+                        target = os.readlink(name, dir_fd=fd)
+                        raise _Refused(
+                            f"{path} is a symlink (to {target!r}) in the rootfs; entries are "
+                            "never written through a symlink"
+                        ) from None
+                    if create:
+                        raise _Refused(f"{path} is not a directory") from None
+                    os.close(fd)
+                    return None
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        self._forget()
+        self._cached = (parts, os.dup(fd))
+        return fd
+
+    def _forget(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def _clear(
+        self, parent: int, parts: tuple[str, ...], *, keep_dir: bool
+    ) -> os.stat_result | None:
+        """Make way for a new entry: remove what is at `parts` (unless a directory to keep)."""
+        try:
+            st = os.lstat(parts[-1], dir_fd=parent)
+        except FileNotFoundError:
+            return None
+        if keep_dir and stat.S_ISDIR(st.st_mode):
+            return st
+        self._remove(parent, parts[-1], _join(parts))
+        return None
+
+    def _remove(self, parent: int, name: str, rel: str) -> None:
+        self._forget()  # the cached directory may be the one going away
+        _remove_tree(parent, name)
+        if rel in self.upper:
+            # This layer's own entries under it are gone too: forget them.
+            prefix = rel + "/"
+            self.upper = {p for p in self.upper if p != rel and not p.startswith(prefix)}
+            self.dirs = {
+                p: m for p, m in self.dirs.items() if p != rel and not p.startswith(prefix)
+            }
+
+    def _purge(self, parent: int, name: str, rel: str) -> None:
+        """Remove what the lower layers put at `rel`, sparing what this layer added."""
+        try:
+            st = os.lstat(name, dir_fd=parent)
+        except FileNotFoundError:
+            return
+        if rel not in self.upper:
+            # Nothing under a path this layer did not touch can be this layer's.
+            self._remove(parent, name, rel)
+        elif stat.S_ISDIR(st.st_mode):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self._purge_children(fd, rel)
+            finally:
+                os.close(fd)
+
+    def _purge_children(self, fd: int, rel: str) -> None:
+        for child in os.listdir(fd):
+            self._purge(fd, child, f"{rel}/{child}" if rel else child)
+
+    def _set_xattrs(self, target: int | str, xattrs: list[tuple[str, bytes]]) -> None:
+        """Set xattrs on an fd, or on a /proc/self/fd path without following its last link."""
+        if not self.policy.xattrs:
+            return
+        for key, value in xattrs:
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, key, value)
+                else:
+                    os.setxattr(target, key, value, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in _XATTR_UNSUPPORTED:
+                    raise
+                log.debug("%s: xattr %s not set: %s", self.label, key, exc.strerror)
+                self.stats.xattrs_skipped += 1
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} (errno {exc.errno})"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,179 @@
+"""Scale out: CI matrices, skipping unchanged images, partial failures, sharded builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from components import Registry, start_registry
+from conftest import REPO, copy_repo_catalog
+from gencatalog import generate_catalog
+from synth import push_synthetic
+
+from buildgen.catalog import load_catalog
+from buildgen.matrix import matrix
+from buildgen.plan import make_plan
+from buildgen.registry import RegistryClient
+from buildgen.render import select_shard
+
+
+def buildgen(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True,
+                          text=True, cwd=cwd)  # fmt: skip
+
+
+def test_matrix_for_20000_images_on_two_platforms(tmp_path: Path) -> None:
+    catalog = generate_catalog(tmp_path, 20_000, combinations=False, agents=1,
+                               task_platforms="[linux/amd64, linux/arm64]")  # fmt: skip
+    plan = make_plan(load_catalog(catalog))
+    result = matrix(plan)
+    jobs = result["include"]
+    assert len(jobs) <= 256
+    for platform in ("linux/amd64", "linux/arm64"):
+        mine = [j for j in jobs if j["platform"] == platform]
+        images = [i for i in plan.images if platform in i.platforms]
+        seen: list[str] = []
+        for job in mine:
+            index, count = map(int, job["shard"].split("/"))
+            part = select_shard(images, index, count)
+            assert len(part) == job["images"] <= 500
+            seen += [i.key for i in part]
+        assert sorted(seen) == sorted(i.key for i in images)  # every image exactly once
+    squeezed = matrix(plan, max_jobs=100, targets_per_job=50)["include"]
+    assert len(squeezed) <= 100
+
+
+def test_matrix_cli_fits_github() -> None:
+    result = buildgen("matrix", "--max-jobs", "3")
+    assert result.returncode == 0, result.stderr
+    jobs = json.loads(result.stdout)["include"]
+    assert len(jobs) <= 3 and {j["platform"] for j in jobs} == {"linux/amd64", "linux/arm64"}
+
+
+@pytest.mark.registry
+def test_unchanged_images_are_skipped_and_a_noop_release_is_fast(
+    registry: Registry, tmp_path: Path
+) -> None:
+    catalog = generate_catalog(tmp_path / "c", 2000, agents=1, per_task_contexts=True)
+    prefix = f"{registry.host}/incr"
+    plan = make_plan(load_catalog(catalog), registry=prefix)
+    assert len(plan.images) == 2000 + 1 + 1 + 2000
+    with RegistryClient() as client:
+        push_synthetic(client, plan, workers=32).write(tmp_path / "first.json")
+    first = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
+                     "--from", str(tmp_path / "first.json"))  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    start = time.perf_counter()
+    out = tmp_path / "build"
+    bake = buildgen(
+        "bake", "--catalog", str(catalog), "--registry", prefix, "--push", "--out", str(out)
+    )
+    publish = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
+                       "--from", str(out / "results.all.json"))  # fmt: skip
+    lock = buildgen("lock", "--catalog", str(catalog), "--registry", prefix)
+    elapsed = time.perf_counter() - start
+    for step in (bake, publish, lock):
+        assert step.returncode == 0, step.stderr[-2000:]
+    assert (
+        "0 image(s) to build in 0 bake file(s)" in bake.stderr and "4002 unchanged" in bake.stderr
+    )
+    assert "0 published, 4002 unchanged, 0 failed" in publish.stderr
+    assert elapsed < 30, f"a no-op release of 4,002 images took {elapsed:.1f} s"
+
+    (catalog.parent / "repos" / "proj__proj-01234" / "task.txt").write_text("changed\n")
+    status = buildgen("plan", "--catalog", str(catalog), "--registry", prefix, "--status", "--json")
+    assert status.returncode == 0, status.stderr
+    changed = [r["key"] for r in json.loads(status.stdout) if r["status"] == "changed"]
+    assert changed == ["benchmarks/big:proj__proj-01234", "evals/big--agent-0:proj__proj-01234"]
+
+
+BROKEN = "FROM scratch\nCOPY missing-file /x\n"
+
+
+@pytest.mark.docker
+def test_a_failing_target_does_not_stop_the_others(
+    docker_daemon: None, registry: Registry, tmp_path: Path
+) -> None:
+    root = tmp_path / "c"
+    for name in ("good-a", "bad", "good-b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "x").write_text(f"{name}\n")
+        (root / name / "Dockerfile").write_text(
+            BROKEN if name == "bad" else "FROM scratch\nCOPY x /x\n"
+        )
+    (root / "catalog.yaml").write_text(
+        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
+        + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in ("good-a", "bad", "good-b"))
+    )
+    catalog, prefix, out = root / "catalog.yaml", f"{registry.host}/keepgoing", root / "build"
+    first = buildgen("bake", "--catalog", str(catalog), "--registry", prefix, "--push",
+                     "--keep-going", "--out", str(out))  # fmt: skip
+    assert first.returncode == 3
+    assert "1 target(s) failed" in first.stderr and "agents/bad [linux/amd64]" in first.stderr
+    assert "missing-file" in first.stderr.split("1 target(s) failed")[1]  # the log's last lines
+    results = json.loads((out / "results.all.json").read_text())
+    assert sorted(results["images"]) == ["agents/good-a", "agents/good-b"]
+    assert list(results["failed"]) == ["agents/bad"]
+
+    partial = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
+                       "--from", str(out / "results.all.json"))  # fmt: skip
+    assert partial.returncode == 1
+    assert "2 published, 0 unchanged, 1 failed" in partial.stderr
+
+    (root / "bad" / "missing-file").write_text("now here\n")
+    retry = buildgen("bake", "--catalog", str(catalog), "--registry", prefix, "--push",
+                     "--retry-failed", "--out", str(out))  # fmt: skip
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    assert "retrying 1 image(s)" in retry.stderr
+    built = (out / "docker-bake.001.hcl").read_text()
+    assert 'target "agents--bad"' in built and "good-a" not in built and "good-b" not in built
+    final = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
+                     "--from", str(out / "results.all.json"))  # fmt: skip
+    assert final.returncode == 0, final.stderr
+    assert "1 published, 2 unchanged, 0 failed" in final.stderr
+
+
+@pytest.mark.docker
+def test_three_shards_give_the_lockfile_of_one_build(
+    base_image: str, docker_daemon: None, tmp_path: Path
+) -> None:
+    """As three runners would: three working directories, one shard each, one publish."""
+    port = None
+    locks = {}
+    env = {"SOURCE_DATE_EPOCH": "1764547200"}
+    for mode in ("sharded", "whole"):
+        reg = start_registry(tmp_path / f"registry-{mode}", port)  # a fresh registry, same name
+        port = reg.port
+        prefix = f"{reg.host}/shards"
+        try:
+            runs = [(f"{i}/3", tmp_path / mode / f"runner-{i}") for i in (1, 2, 3)]
+            if mode == "whole":
+                runs = [(None, tmp_path / mode / "runner")]
+            results = []
+            for shard, workdir in runs:
+                catalog = copy_repo_catalog(workdir)
+                args = ["bake", "--catalog", str(catalog), "--registry", prefix, "--push",
+                        "--out", str(workdir / "build")]  # fmt: skip
+                if shard:
+                    args += ["--shard", shard]
+                result = buildgen(*args, "--", "--provenance=false")
+                assert result.returncode == 0, result.stderr[-3000:]
+                results.append(str(workdir / "build" / "results.all.json"))
+            lock = tmp_path / f"{mode}.lock.json"
+            published = subprocess.run(
+                [sys.executable, "-m", "buildgen", "publish", "--catalog", str(catalog),
+                 "--registry", prefix, "--lock", str(lock), "--from", *results],
+                capture_output=True, text=True, env={**os.environ, **env},
+            )  # fmt: skip
+            assert published.returncode == 0, published.stderr[-3000:]
+            assert "16 published" in published.stderr
+            locks[mode] = lock.read_bytes()
+        finally:
+            reg.stop()
+    assert locks["sharded"] == locks["whole"]
