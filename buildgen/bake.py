@@ -52,6 +52,7 @@ class BakeOptions:
     docker: str = "docker"
     shard: tuple[int, int] | None = None  # (index, count): one entry of a CI matrix
     keep_going: bool = False
+    build_retries: int = 1  # reruns of targets that did not land, before they count as failed
     prebuilt: Mapping[str, str] = field(default_factory=dict)  # unchanged: key -> repo@digest
 
 
@@ -279,12 +280,26 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         )
         results.failed.pop(image.key, None)
     results.write(path)
-    queue = list(zip(bake_run.shards, bake_run.files, bake_run.commands, strict=True))
+    queue = [
+        (bake_file, file_path, command, options.build_retries)
+        for bake_file, file_path, command in zip(
+            bake_run.shards, bake_run.files, bake_run.commands, strict=True
+        )
+    ]
     failures: list[Failure] = []
     retries = 0
     stopped = False
+
+    def requeue(images: Sequence[PlannedImage], attempts: int) -> None:
+        nonlocal retries
+        retries += 1
+        for piece in shard(images, plan.all_images, len(plan.all_images) + 1, options.prebuilt):
+            retry_path = options.out.resolve() / f"retry.{retries:03d}.hcl"
+            retry_path.write_text(_render(plan, options, piece, retries, retries), encoding="utf-8")
+            queue.insert(0, (piece, retry_path, _command(options, retry_path), attempts))
+
     while queue:
-        bake_file, file_path, command = queue.pop(0)
+        bake_file, file_path, command, attempts = queue.pop(0)
         if stopped:
             for image in bake_file.targets:
                 results.failed[image.key] = "not built: an earlier bake file failed"
@@ -295,34 +310,31 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         if outcome.returncode == 0:
             continue
         unbuilt = [image for image in bake_file.targets if image.key in results.failed]
-        if len(unbuilt) == 1 or (unbuilt and not options.keep_going):
-            if len(unbuilt) == 1:
-                image = unbuilt[0]
-                failures.append(
-                    Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
-                )
-            else:
-                failures += [
-                    Failure(i.key, i.platforms, results.failed[i.key], ()) for i in unbuilt
-                ]
-            stopped = not options.keep_going
-            continue
         if not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
             failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
             stopped = not options.keep_going
-            continue
-        # Keep going: a failing target cancels its siblings; rebuild them in halves (cached
-        # work is not redone) until every failure is alone in its run.
-        half = (len(unbuilt) + 1) // 2
-        for part in (unbuilt[:half], unbuilt[half:]):
-            retries += 1
-            split = shard(part, plan.all_images, len(plan.all_images) + 1, options.prebuilt)
-            for piece in split:
-                retry_path = file_path.with_name(f"retry.{retries:03d}.hcl")
-                retry_path.write_text(
-                    _render(plan, options, piece, retries, retries), encoding="utf-8"
-                )
-                queue.insert(0, (piece, retry_path, _command(options, retry_path)))
+        elif attempts > 0:
+            # Registries fail transiently under concurrent pushes (distribution 2.8 answers 500
+            # on a tag being rewritten): build what did not land once more; cached work is
+            # not redone, so a real failure costs little to confirm.
+            log.warning("%d target(s) not built; building them again", len(unbuilt))
+            requeue(unbuilt, attempts - 1)
+        elif len(unbuilt) == 1:
+            image = unbuilt[0]
+            failures.append(
+                Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
+            )
+            stopped = not options.keep_going
+        elif options.keep_going:
+            # A failing target cancels its siblings: build them in halves until every
+            # failure stands alone in its run.
+            half = (len(unbuilt) + 1) // 2
+            requeue(unbuilt[half:], 0)
+            requeue(unbuilt[:half], 0)
+        else:
+            failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
+                         for i in unbuilt]  # fmt: skip
+            stopped = True
     results.write(path)
     log.info(
         "recorded %d image(s) (%d unchanged), %d failed, in %s",

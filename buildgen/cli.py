@@ -41,6 +41,7 @@ pre-baked combinations) into docker-bake files and builds them with docker build
   buildgen lock                pin digests in images.lock.json (--check, --diff OLD)
   buildgen resolve             digest-pinned references for crane mode, from the lockfile
   buildgen matrix              a CI job matrix: one entry per (platform, shard)
+  buildgen materialize         crane mode: fuse benchmark, agent and gateway into one rootfs
   buildgen schema              the catalog's JSON Schema
 
 exit codes: 0 done, 1 check failed, 2 bad input, 3 an external tool failed
@@ -193,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
         "record every success, and list the failures at the end",
     )  # fmt: skip
     bake.add_argument(
+        "--build-retries", type=int, default=1, metavar="N",
+        help="with --push: build targets that did not land up to N more times before they "
+        "count as failed (default: 1; registries fail transiently under load)",
+    )  # fmt: skip
+    bake.add_argument(
         "--retry-failed", action="store_true",
         help="build only the images that failed in the last --push run in this build folder",
     )  # fmt: skip
@@ -260,6 +266,53 @@ def _parser() -> argparse.ArgumentParser:
     resolve.add_argument("--platform", required=True, metavar="P", help="e.g. linux/amd64")
     resolve.add_argument("--format", choices=("env", "json"), default="env")
     resolve.set_defaults(handler=_resolve)
+
+    materialize = verbs.add_parser(
+        "materialize", parents=[common, registry], formatter_class=_Formatter,
+        help="crane mode: fuse benchmark, agent and gateway images into one rootfs, by digest",
+        description="Pull the benchmark (or one task of it), agent and gateway images by digest "
+        "(from the lockfile, or with --from-env from EVAL_* variables as `buildgen resolve` "
+        "prints them), verify every digest and size, and fuse them into --rootfs: the "
+        "benchmark's layers (OCI whiteouts applied), then each directory the agent and gateway "
+        "provide, with the fusion rule's mode and owner (the same rule as the combination "
+        "images). Blobs are cached by digest in --cache (a second run downloads nothing); "
+        "--mirror registries are tried first. Prints (or writes to --record) every digest used.",
+    )  # fmt: skip
+    materialize.add_argument(
+        "--lock", type=Path, metavar="PATH", help="default: next to the catalog"
+    )
+    materialize.add_argument("--benchmark", metavar="B")
+    materialize.add_argument("--task", metavar="T")
+    materialize.add_argument("--agent", metavar="A")
+    materialize.add_argument("--gateway", metavar="G")
+    materialize.add_argument("--platform", metavar="P", help="e.g. linux/amd64")
+    materialize.add_argument("--rootfs", type=Path, required=True, metavar="DIR",
+                             help="a new or empty directory for the fused rootfs")  # fmt: skip
+    materialize.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="blob cache (default: $XDG_CACHE_HOME/buildgen or ~/.cache/buildgen)",
+    )
+    materialize.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="REGISTRY",
+        help="pull from this registry first (host[:port]; repeatable)",
+    )
+    materialize.add_argument(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help="write the record of digests used here (default: stdout)",
+    )
+    materialize.add_argument(
+        "--from-env",
+        action="store_true",
+        help="take the references from EVAL_* variables, not the lockfile",
+    )
+    materialize.set_defaults(handler=_materialize)
 
     matrix = verbs.add_parser(
         "matrix", parents=[common, selecting], formatter_class=_Formatter,
@@ -409,6 +462,7 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
         extra_args=tuple(passthrough),
         shard=_parse_shard(args.shard),
         keep_going=args.keep_going,
+        build_retries=max(0, args.build_retries),
     )
     client = None
     if push is not PushMode.NONE and not args.dry_run:
@@ -555,7 +609,7 @@ def _resolve(args: argparse.Namespace, _: list[str]) -> int:
     if args.format == "json":
         images = {
             p.role: {"key": p.key, "reference": p.reference, "platformDigest": p.platform_digest,
-                     "size": p.size}
+                     "size": p.size, **({"provides": list(p.provides)} if p.provides else {})}
             for p in pinned
         }  # fmt: skip
         sys.stdout.write(json.dumps({"platform": args.platform, "images": images}, indent=2) + "\n")
@@ -569,7 +623,79 @@ def _resolve(args: argparse.Namespace, _: list[str]) -> int:
             f"EVAL_{name}_SIZE={p.size}",
             f"EVAL_{name}_KEY={p.key}",
         ]
+        if p.provides:
+            lines.append(f"EVAL_{name}_PROVIDES=" + ",".join(
+                f"{x['path']}:{x['mode']}:{x['uid']}:{x['gid']}" for x in p.provides))  # fmt: skip
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _materialize(args: argparse.Namespace, _: list[str]) -> int:
+    import os
+
+    from . import lock, naming
+    from .blobcache import BlobCache
+    from .lock import Pinned
+    from .materialize import Part, Provided, materialize
+    from .naming import Axis
+    from .registry import RegistryClient
+
+    if args.from_env:
+        platform = os.environ.get("EVAL_PLATFORM", args.platform or "")
+        pinned = []
+        for role in ("benchmark", "agent", "gateway"):
+            name = role.upper()
+            reference = os.environ.get(f"EVAL_{name}_IMAGE")
+            if reference is None:
+                if role == "gateway":
+                    continue
+                raise UsageError(f"--from-env: EVAL_{name}_IMAGE is not set")
+            provides = [
+                {"path": p.path, "mode": f"{p.mode:04o}", "uid": p.uid, "gid": p.gid}
+                for item in os.environ.get(f"EVAL_{name}_PROVIDES", "").split(",") if item
+                for p in [Provided.parse(item)]
+            ]  # fmt: skip
+            pinned.append(
+                Pinned(
+                    role,
+                    os.environ.get(f"EVAL_{name}_KEY", role),
+                    reference,
+                    os.environ.get(f"EVAL_{name}_PLATFORM_DIGEST", ""),
+                    int(os.environ.get(f"EVAL_{name}_SIZE", "0")),
+                    tuple(provides),
+                )
+            )
+    else:
+        if not (args.benchmark and args.agent and args.platform):
+            raise UsageError("--benchmark, --agent and --platform are needed (or --from-env)")
+        problem = platform_problem(args.platform)
+        if problem:
+            raise UsageError(f"--platform: {problem}")
+        platform = args.platform
+        roles = [("benchmark", naming.image_key(Axis.BENCHMARK, args.benchmark, args.task)),
+                 ("agent", naming.image_key(Axis.AGENT, args.agent))]  # fmt: skip
+        if args.gateway:
+            roles.append(("gateway", naming.image_key(Axis.GATEWAY, args.gateway)))
+        pinned = lock.resolve(lock.read(lock.lock_path(args.catalog, args.lock)), roles, platform)
+    parts = [Part(p, tuple(Provided.from_json(x) for x in p.provides)) for p in pinned]
+    for part in parts[1:]:
+        if not part.provides:
+            raise UsageError(f"{part.pinned.key}: the lockfile says nothing it provides; "
+                             "re-run `buildgen lock` with this buildgen")  # fmt: skip
+    cache_root = args.cache or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "buildgen"  # fmt: skip
+    with RegistryClient(_registry_options(args)) as client:
+        record = materialize(client, parts[0], parts[1:], rootfs=args.rootfs,
+                             cache=BlobCache(cache_root), mirrors=args.mirror)  # fmt: skip
+    record["platform"] = platform
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    if args.record:
+        from .fsutil import write_atomic
+
+        write_atomic(args.record, text)
+    else:
+        sys.stdout.write(text)
+    log.info("materialized %s into %s", " + ".join(p.pinned.key for p in parts), args.rootfs)
     return 0
 
 

@@ -119,13 +119,16 @@ def _entry(client: RegistryClient, image: PlannedImage, digest: str | None) -> E
     else:
         config = json.loads(b"".join(client.get_blob(image.repository, data["config"]["digest"])))
         platforms[platform_string(config)] = {"digest": manifest.digest, "size": _size_of(data)}
-    return {
+    entry: Entry = {
         "reference": reference,
         "digest": manifest.digest,
         "mediaType": manifest.media_type,
         "platforms": platforms,
         "inputs": inputs,
     }
+    if image.provides:  # the fusion rule travels with the digests: crane mode needs no catalog
+        entry["provides"] = [provided.to_json() for provided in image.provides]
+    return entry
 
 
 def _layers_size(client: RegistryClient, image: PlannedImage, digest: str) -> int:
@@ -170,10 +173,12 @@ def update(
             if head is None:
                 raise CheckFailed(f"{image.tags[0]} is not in the registry (publish it first)")
             digest = head.digest
+        provides = [provided.to_json() for provided in image.provides] or None
         if (
             current
             and current.get("digest") == digest
             and current.get("reference") == image.tags[0]
+            and current.get("provides") == provides
         ):
             return image.key, None
         return image.key, _entry(client, image, digest)
@@ -226,6 +231,8 @@ def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
                     f"locked {entry.get('reference')}, the catalog has {image.tags[0]}",
                 )
             )
+        elif entry.get("provides") != ([p.to_json() for p in image.provides] or None):
+            findings.append(Finding("stale", image.key, "its fusion rule (provides) changed"))
         elif entry.get("inputs") not in (None, image.inputs):
             findings.append(
                 Finding("stale", image.key, "its build inputs changed since it was locked")
@@ -364,6 +371,7 @@ class Pinned:
     reference: str  # repository@index-digest
     platform_digest: str
     size: int
+    provides: tuple[Mapping[str, Any], ...] = ()
 
 
 def resolve(
@@ -390,6 +398,7 @@ def resolve(
                 f"{repository}@{entry['digest']}",
                 platforms[platform]["digest"],
                 int(platforms[platform].get("size", 0)),
+                tuple(entry.get("provides", ())),
             )
         )
     return pinned

@@ -1,0 +1,262 @@
+"""Crane mode: fuse a benchmark, an agent and a gateway image into one rootfs, by digest.
+
+`buildgen materialize` is what the crane runner runs: it takes the digest-pinned references
+from the lockfile, pulls manifests and blobs (mirrors first; every digest and size verified)
+into a content-addressed cache, applies the benchmark's layers, then the fusion rule: each
+directory the agent and gateway provide is created with the catalog's mode and owner and filled
+with that image's files under it, keeping theirs. That is exactly what the combination
+Dockerfile (templates/combination.Dockerfile.j2) does with COPY, from the same rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .blobcache import BlobCache, BlobRef
+from .errors import CheckFailed, ExternalToolError, UsageError
+from .extract import ExtractionError, apply_image, apply_layer
+from .lock import Pinned
+from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
+from .registry.reference import parse_repository
+
+log = logging.getLogger(__name__)
+
+TAR = "application/vnd.oci.image.layer.v1.tar"
+# Unpacked layers take about this many times their compressed size (a safe side estimate).
+EXPANSION = 3
+
+
+@dataclass(frozen=True)
+class Provided:
+    """A directory an image contributes, with the mode and owner the fusion rule gives it."""
+
+    path: str
+    mode: int
+    uid: int = 0
+    gid: int = 0
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Provided:
+        return cls(str(data["path"]), int(str(data["mode"]), 8), int(data["uid"]), int(data["gid"]))
+
+    @classmethod
+    def parse(cls, text: str) -> Provided:
+        """PATH:MODE[:UID:GID], e.g. /opt/gateway:0700:0:0 (EVAL_*_PROVIDES, comma-separated)."""
+        path, mode, *owner = text.split(":")
+        uid, gid = (int(owner[0]), int(owner[1])) if len(owner) == 2 else (0, 0)
+        return cls(path, int(mode, 8), uid, gid)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One image of the fusion: its role, pinned reference and what it provides (agents and
+    gateways; the benchmark provides everything)."""
+
+    pinned: Pinned
+    provides: tuple[Provided, ...] = ()
+
+
+@dataclass
+class Pulled:
+    """A platform manifest with its config and layers, in the blob cache."""
+
+    manifest_digest: str
+    config_digest: str
+    layers: list[tuple[Path, str, str | None]]  # (blob, media type, diff_id)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _mirrored(repository: str, mirrors: Sequence[str]) -> list[str]:
+    """The same repository path on each mirror registry (a pull-through cache of the origin)."""
+    path = parse_repository(repository).path
+    return [f"{mirror.rstrip('/')}/{path}" for mirror in mirrors]
+
+
+def _manifest(client: RegistryClient, repository: str, digest: str, mirrors: Sequence[str]) -> Any:
+    errors = []
+    for source in [*_mirrored(repository, mirrors), repository]:
+        try:
+            manifest = client.get_manifest(source, digest)  # verifies the bytes' digest
+        except RegistryError as exc:
+            errors.append(f"{source}: {exc}")
+            continue
+        if manifest.digest != digest or manifest.media_type not in MANIFEST_TYPES:
+            errors.append(f"{source}: {manifest.media_type} is not an image manifest")
+            continue
+        return manifest
+    raise ExternalToolError(f"cannot get {repository}@{digest}: " + "; ".join(errors))
+
+
+def pull(
+    client: RegistryClient, cache: BlobCache, pinned: Pinned, mirrors: Sequence[str]
+) -> Pulled:
+    """Fetch one image's platform manifest, config and layers into the cache, all verified."""
+    repository = pinned.reference.rsplit("@", 1)[0]
+    manifest = _manifest(client, repository, pinned.platform_digest, mirrors)
+    data = manifest.json()
+    config_ref = data["config"]
+    mirrored = tuple(_mirrored(repository, mirrors))
+    config_path = cache.fetch(
+        client, repository, config_ref["digest"], int(config_ref["size"]), mirrored
+    )
+    config = json.loads(config_path.read_bytes())
+    diff_ids: list[str | None] = list(config.get("rootfs", {}).get("diff_ids", []))
+    layers = data.get("layers", [])
+    if len(diff_ids) != len(layers):
+        diff_ids = [None] * len(layers)
+    refs = [BlobRef(repository, layer["digest"], int(layer["size"]), mirrored) for layer in layers]
+    paths = cache.fetch_all(client, refs)
+    return Pulled(
+        manifest.digest,
+        config_ref["digest"],
+        [
+            (paths[layer["digest"]], layer["mediaType"], diff_id)
+            for layer, diff_id in zip(layers, diff_ids, strict=True)
+        ],
+        {
+            "key": pinned.key,
+            "reference": pinned.reference,
+            "manifest": manifest.digest,
+            "config": config_ref["digest"],
+            "layers": [layer["digest"] for layer in layers],
+        },
+    )
+
+
+def check_space(parts: Sequence[Part], cache: BlobCache, rootfs: Path) -> None:
+    """Refuse before pulling when the disk is clearly too small (sizes come from the lock)."""
+    total = sum(part.pinned.size for part in parts)
+    need = total * EXPANSION
+    probe = rootfs if rootfs.exists() else rootfs.parent
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise CheckFailed(
+            f"not enough disk: {_mb(free)} free at {probe}, the images need about {_mb(need)} "
+            f"({_mb(total)} compressed, unpacked about {EXPANSION}x); free some or use another "
+            "--rootfs / --cache"
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
+def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
+    """Add `provided` from an image unpacked at `staging` to `rootfs`, as COPY --from does: the
+    directory gets the rule's mode and owner, its contents keep theirs, and it is written by the
+    same safe extractor (as an uncompressed layer), so nothing goes through a symlink."""
+    relative = provided.path.strip("/")
+    source = staging / relative
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        raise ExternalToolError(
+            f"{label} has no {provided.path}, which the catalog says it provides"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ExternalToolError(f"{label}: {provided.path} is not a directory")
+    with tempfile.NamedTemporaryFile(dir=staging.parent, suffix=".tar", delete=False) as handle:
+        layer = Path(handle.name)
+    try:
+        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+            top = tarfile.TarInfo(relative)
+            top.type, top.mode, top.uid, top.gid = (
+                tarfile.DIRTYPE,
+                provided.mode,
+                provided.uid,
+                provided.gid,
+            )
+            top.mtime = int(st.st_mtime)
+            tar.addfile(top)
+            for dirpath, dirnames, filenames in os.walk(source):
+                dirnames.sort()
+                for name in sorted(dirnames) + sorted(filenames):
+                    full = os.path.join(dirpath, name)
+                    info = tar.gettarinfo(full, arcname=os.path.relpath(full, staging))
+                    info.uname = info.gname = ""
+                    xattrs = _xattrs(full)
+                    if xattrs:
+                        info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
+                    if info.isreg():
+                        with open(full, "rb") as content:
+                            tar.addfile(info, content)
+                    else:
+                        tar.addfile(info)
+        digest = "sha256:" + _sha256(layer)
+        apply_layer(rootfs, layer, TAR, digest=digest)
+    finally:
+        layer.unlink(missing_ok=True)
+
+
+def _xattrs(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    return {
+        name: os.getxattr(path, name, follow_symlinks=False).decode("utf-8", "surrogateescape")
+        for name in names
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def materialize(
+    client: RegistryClient,
+    benchmark: Part,
+    others: Sequence[Part],
+    *,
+    rootfs: Path,
+    cache: BlobCache,
+    mirrors: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Build the fused rootfs at `rootfs` (which must not exist or be empty); return the record
+    of every digest used."""
+    if rootfs.exists() and any(rootfs.iterdir()):
+        raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
+    parts = [benchmark, *others]
+    check_space(parts, cache, rootfs)
+    pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
+    rootfs.mkdir(parents=True, exist_ok=True)
+    rootfs.chmod(0o755)
+    try:
+        apply_image(rootfs, pulled[benchmark.pinned.role].layers)
+        for part in others:
+            staging = Path(tempfile.mkdtemp(prefix=f".{part.pinned.role}-", dir=rootfs.parent))
+            try:
+                os.chmod(staging, 0o700)  # holds root-only files while it exists
+                apply_image(staging / "rootfs", pulled[part.pinned.role].layers)
+                for provided in part.provides:
+                    fuse(rootfs, staging / "rootfs", provided, part.pinned.key)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (ExtractionError, ExternalToolError):
+        log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)
+        raise
+    record: dict[str, Any] = {"platform": None, "images": {}}
+    for part in parts:
+        entry = pulled[part.pinned.role].record
+        if part.provides:
+            entry["provides"] = [
+                {"path": p.path, "mode": f"{p.mode:04o}", "uid": p.uid, "gid": p.gid}
+                for p in part.provides
+            ]
+        record["images"][part.pinned.role] = entry
+    return record

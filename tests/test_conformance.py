@@ -1,0 +1,130 @@
+"""Crane mode == container mode: `buildgen materialize` gives the same tree as the pre-baked
+combination image (docker create + export), root-only files included. Real buildx, Docker
+daemon and registry, on the repo's own catalog."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from components import Registry
+from conftest import REPO
+
+from buildgen.extract import TreeEntry, tree
+
+pytestmark = pytest.mark.docker
+
+# Paths a container runtime adds to every container; they are not part of the image. Kept in
+# step with docs/crane-mode.md.
+RUNTIME_ONLY = ("/.dockerenv", "/dev", "/proc", "/sys", "/etc/hostname", "/etc/hosts",
+                "/etc/resolv.conf", "/etc/mtab")  # fmt: skip
+
+
+def buildgen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True,
+                          text=True, cwd=REPO)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def released(
+    base_image: str, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    prefix = f"{registry.host}/conformance"
+    out = tmp_path_factory.mktemp("bake")
+    bake = buildgen("bake", "--push", "--registry", prefix, "--out", str(out))  # fmt: skip
+    assert bake.returncode == 0, bake.stderr[-3000:]
+    lock = out / "images.lock.json"
+    publish = buildgen("publish", "--registry", prefix, "--lock", str(lock),
+                       "--from", str(out / "results.all.json"))  # fmt: skip
+    assert publish.returncode == 0, publish.stderr[-3000:]
+    return prefix, lock
+
+
+def exported(reference: str, dest: Path) -> Path:
+    """The filesystem of a container of `reference`, as `docker export` gives it."""
+    subprocess.run(["docker", "pull", "-q", reference], check=True, capture_output=True)
+    container = subprocess.run(["docker", "create", reference, "/none"], check=True,
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    try:
+        dest.mkdir(parents=True)
+        export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "--numeric-owner", "--xattrs", "-xpf", "-", "-C", str(dest)],
+                       stdin=export.stdout, check=True)  # fmt: skip
+        assert export.wait() == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], check=True, capture_output=True)
+    return dest
+
+
+def image_tree(rootfs: Path) -> dict[str, TreeEntry]:
+    return {
+        path: entry
+        for path, entry in tree(rootfs).items()
+        if not any(path == p or path.startswith(p + "/") for p in RUNTIME_ONLY)
+    }
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "task", "agent", "image"),
+    [
+        ("terminal-bench", None, "echo-agent", "evals/terminal-bench--echo-agent:latest"),
+        ("swe-mini", "django__django-11099", "shell-agent", "evals/swe-mini--shell-agent:django__django-11099"),
+    ],
+)  # fmt: skip
+def test_crane_mode_equals_container_mode(
+    released: tuple[str, Path],
+    tmp_path: Path,
+    benchmark: str,
+    task: str | None,
+    agent: str,
+    image: str,
+) -> None:
+    prefix, lock = released
+    rootfs, record = tmp_path / "rootfs", tmp_path / "record.json"
+    args = ["materialize", "--lock", str(lock), "--benchmark", benchmark, "--agent", agent,
+            "--gateway", "mock-gateway", "--platform", "linux/amd64", "--rootfs", str(rootfs),
+            "--cache", str(tmp_path / "cache"), "--record", str(record)]  # fmt: skip
+    if task:
+        args += ["--task", task]
+    result = buildgen(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    crane = image_tree(rootfs)
+    container = image_tree(exported(f"{prefix}/{image}", tmp_path / "container"))
+    if "/etc" not in crane:  # the runtime made /etc to hold the files above; the image has none
+        container.pop("/etc")
+    assert crane == container
+
+    # The isolation invariant, explicitly: answers, tests and keys stay root-only.
+    tasks = [p for p in crane if p.startswith("/tasks/")]
+    assert tasks and all(crane[p].mode == 0o600 and crane[p].uid == 0 for p in tasks)
+    assert crane["/tasks"].mode == 0o700 and crane["/tests"].mode == 0o700
+    assert crane["/tests"].uid == 0
+    assert crane["/opt/gateway"].mode == 0o700 and crane["/opt/gateway"].uid == 0
+    assert crane["/opt/gateway/config.yaml"].mode == 0o600
+
+    used = json.loads(record.read_text())
+    assert used["platform"] == "linux/amd64"
+    assert sorted(used["images"]) == ["agent", "benchmark", "gateway"]
+    entries = json.loads(lock.read_text())["images"]
+    key = f"benchmarks/{benchmark}" + (f":{task}" if task else "")
+    assert (
+        used["images"]["benchmark"]["manifest"]
+        == entries[key]["platforms"]["linux/amd64"]["digest"]
+    )
+
+
+def test_second_run_downloads_nothing(released: tuple[str, Path], tmp_path: Path) -> None:
+    _, lock = released
+    args = ["materialize", "--lock", str(lock), "--benchmark", "terminal-bench", "--agent",
+            "echo-agent", "--platform", "linux/amd64", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    assert buildgen(*args, "--rootfs", str(tmp_path / "one")).returncode == 0
+    blobs = sorted((tmp_path / "cache").rglob("sha256/*"))
+    times = [b.stat().st_mtime_ns for b in blobs]
+    second = buildgen(*args, "--rootfs", str(tmp_path / "two"), "-v")
+    assert second.returncode == 0, second.stderr
+    assert [b.stat().st_mtime_ns for b in sorted((tmp_path / "cache").rglob("sha256/*"))] == times
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
