@@ -224,8 +224,9 @@ class _Publisher:
         tag_plan = plan_tags(
             version=image.version, task=image.task, inputs=found.inputs, existing=existing
         )
-        if found.unchanged:  # bake saw its inputs tag; the tag checks below confirm it
-            return self._retag(image, found.unchanged, tag_plan, known={})
+        if found.unchanged:  # bake found its inputs tag there; the other tags are checked
+            known = {inputs_tag(found.inputs): found.unchanged}
+            return self._retag(image, found.unchanged, tag_plan, known)
         current = self.client.head_manifest(repository, inputs_tag(found.inputs))
         if current is not None:
             known = {inputs_tag(found.inputs): current.digest}
