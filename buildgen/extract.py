@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
+from .fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def tree(rootfs: Path) -> dict[str, TreeEntry]:
             kind = _kind(st.st_mode)
             content = ""
             if kind == "file":
-                content = _file_digest(full)
+                content = sha256_file(full)
             elif kind == "symlink":
                 content = os.readlink(full)
             rel = "/" + os.path.relpath(full, rootfs)
@@ -484,15 +485,6 @@ def _kind(mode: int) -> str:
         if test(mode):
             return kind
     return "socket"
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            h.update(chunk)
-    return f"sha256:{h.hexdigest()}"
 
 
 def _ns(text: str | None) -> int | None:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fsutil import sha256_file
+
 HASH_VERSION = "buildgen-inputs/1"
 
 
@@ -121,7 +123,7 @@ def context_digest(context: Path, dockerfile: Path | None) -> str:
         elif stat.S_ISDIR(st.st_mode):
             entry = f"d {rel}"
         else:
-            entry = f"f {rel} {'x' if st.st_mode & 0o111 else '-'} {_file_digest(full)}"
+            entry = f"f {rel} {'x' if st.st_mode & 0o111 else '-'} {sha256_file(full)}"
         digest.update(entry.encode("utf-8", "surrogateescape") + b"\0")
     return "sha256:" + digest.hexdigest()
 
@@ -147,14 +149,6 @@ def _walk(context: Path, ignore: DockerIgnore) -> Iterable[tuple[str, str]]:
             if is_dir:
                 subdirs.append(rel)
         stack.extend(reversed(subdirs))
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inputs_hash(
@@ -186,4 +180,4 @@ def inputs_hash(
 
 def file_digest(path: Path) -> str:
     """sha256 of one file (Dockerfiles)."""
-    return "sha256:" + _file_digest(str(path))
+    return sha256_file(path)

@@ -10,7 +10,6 @@ Dockerfile (templates/combination.Dockerfile.j2) does with COPY, from the same r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 from .blobcache import BlobCache, BlobRef
 from .errors import CheckFailed, ExternalToolError, UsageError
 from .extract import ExtractionError, apply_image, apply_layer
+from .fsutil import sha256_file
 from .lock import Pinned
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
 from .registry.reference import parse_repository
@@ -193,7 +193,7 @@ def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
                             tar.addfile(info, content)
                     else:
                         tar.addfile(info)
-        digest = "sha256:" + _sha256(layer)
+        digest = sha256_file(layer)
         apply_layer(rootfs, layer, TAR, digest=digest)
     finally:
         layer.unlink(missing_ok=True)
@@ -208,14 +208,6 @@ def _xattrs(path: str) -> dict[str, str]:
         name: os.getxattr(path, name, follow_symlinks=False).decode("utf-8", "surrogateescape")
         for name in names
     }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def materialize(
