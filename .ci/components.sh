@@ -55,7 +55,7 @@ CONTAINERD_PIDFILE=$RUN/containerd.pid
 DOCKERD_PIDFILE=$RUN/docker.pid
 
 # Debian packages.  Bump RECIPE when anything here changes: install re-runs.
-BOOKWORM_PKGS=(ca-certificates docker-registry skopeo umoci busybox-static runc iptables
+BOOKWORM_PKGS=(ca-certificates docker-registry skopeo umoci busybox-static runc iptables debootstrap
                libsystemd0 libcap2 libgcrypt20 liblzma5 libzstd1 liblz4-1 xz-utils)
 TRIXIE_PKGS=(docker.io containerd tini docker-buildx)
 RECIPE="r1 trixie: ${TRIXIE_PKGS[*]}"

@@ -77,6 +77,15 @@ class Pulled:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+def _repository_of(reference: str) -> str:
+    """The repository of `repo[:tag]@digest` (a tag next to a digest is ignored, as docker does)."""
+    name = reference.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    if ":" in last:
+        name = f"{head}/{last.rsplit(':', 1)[0]}" if head else last.rsplit(":", 1)[0]
+    return name
+
+
 def _mirrored(repository: str, mirrors: Sequence[str]) -> list[str]:
     """The same repository path on each mirror registry (a pull-through cache of the origin)."""
     path = parse_repository(repository).path
@@ -102,7 +111,7 @@ def pull(
     client: RegistryClient, cache: BlobCache, pinned: Pinned, mirrors: Sequence[str]
 ) -> Pulled:
     """Fetch one image's platform manifest, config and layers into the cache, all verified."""
-    repository = pinned.reference.rsplit("@", 1)[0]
+    repository = _repository_of(pinned.reference)
     manifest = _manifest(client, repository, pinned.platform_digest, mirrors)
     data = manifest.json()
     config_ref = data["config"]

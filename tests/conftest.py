@@ -108,7 +108,12 @@ BASE_IMAGE = "local/crane-base:latest"  # the repo catalog's BASE_IMAGE for the 
 
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny local base image (static busybox): nothing can be pulled on these machines."""
+    """A tiny local base image (static busybox): nothing can be pulled on these machines.
+
+    Also vendors the crane runner's Python dependencies into its build context, which every
+    bake of the repo's catalog needs."""
+    subprocess.run(["bash", str(REPO / "scripts" / "prepare-crane-runner")], check=True,
+                   capture_output=True)  # fmt: skip
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not os.path.exists(busybox):
         pytest.fail("busybox is not installed (apt-get install busybox-static)")

@@ -130,6 +130,9 @@ def buildgen_commands(path: Path) -> list[Command]:
             for line in logical_lines(str(script)):
                 if "buildgen" not in line:
                     continue
+                assert not re.search(r"(\$\(|`)\s*(\S*/)?buildgen\b", line), (
+                    f"{where}: buildgen inside $(...) or `...` is not checked here: {line}"
+                )
                 for words in simple_commands(line):
                     start = is_buildgen(words)
                     if start is not None:
