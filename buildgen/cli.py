@@ -547,7 +547,8 @@ def _lock_published(args: argparse.Namespace, plan: Plan, outcomes: list[Outcome
     current = lock.read(path) if path.exists() else lock.empty(plan)
     subset = replace(plan, images=tuple(i for i in plan.images if i.key in done))
     with RegistryClient(client_options) as client:
-        changed = lock.update(current, subset, client, known=done)
+        indexes = {o.key: o.index for o in outcomes if o.index is not None}
+        changed = lock.update(current, subset, client, known=done, indexes=indexes)
     if lock.write(path, current):
         log.info("%s: %d entr%s updated", path, len(changed), "y" if len(changed) == 1 else "ies")
 

@@ -92,16 +92,22 @@ def write(path: Path, lock: Mapping[str, Any]) -> bool:
 # -- resolving from a registry ---------------------------------------------------------------
 
 
-def _entry(client: RegistryClient, image: PlannedImage, digest: str | None) -> Entry:
-    """The lock entry of `image`, from the registry (its primary tag, or a known digest)."""
-    from .registry import NotFound
+def _entry(
+    client: RegistryClient, image: PlannedImage, digest: str | None, index: bytes | None = None
+) -> Entry:
+    """The lock entry of `image`, from the registry (its primary tag, or a known digest);
+    `index` is that digest's manifest when the caller has it in hand (publish just pushed it)."""
+    from .registry import OCI_INDEX, Manifest, NotFound
     from .results import platform_string
 
     reference = image.tags[0]
-    try:
-        manifest = client.get_manifest(image.repository, digest or image.tag)
-    except NotFound:
-        raise CheckFailed(f"{reference} is not in the registry (publish it first)") from None
+    if index is not None and digest is not None:
+        manifest = Manifest(digest, OCI_INDEX, index)
+    else:
+        try:
+            manifest = client.get_manifest(image.repository, digest or image.tag)
+        except NotFound:
+            raise CheckFailed(f"{reference} is not in the registry (publish it first)") from None
     data = manifest.json()
     platforms: dict[str, Entry] = {}
     inputs = None
@@ -146,6 +152,7 @@ def update(
     client: RegistryClient,
     *,
     known: Mapping[str, str] | None = None,
+    indexes: Mapping[str, bytes] | None = None,
     workers: int = 16,
 ) -> list[str]:
     """Refresh the entries of the plan's (selected) images; return the keys that changed.
@@ -181,7 +188,7 @@ def update(
             and current.get("provides") == provides
         ):
             return image.key, None
-        return image.key, _entry(client, image, digest)
+        return image.key, _entry(client, image, digest, (indexes or {}).get(image.key))
 
     changed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -99,6 +99,7 @@ class Outcome:
     tags: tuple[str, ...] = ()
     message: str = ""
     error: BuildgenError | None = None
+    index: bytes | None = field(default=None, repr=False)  # the index pushed, for the lockfile
 
 
 @dataclass(frozen=True)
@@ -233,22 +234,25 @@ class _Publisher:
             return self._retag(image, current.digest, tag_plan, known)
         data = build_index(image, found.platforms, self.source)
         digest = _digest(data)
-        pointing = self._tags_now(image, tag_plan, digest, {})
+        # A new index: only release tags need a look first (they must not point elsewhere);
+        # the inputs tag was just found missing, and moving tags are rewritten anyway.
+        unseen: dict[str, str | None] = dict.fromkeys(tag_plan.moving)
+        pointing = self._tags_now(image, tag_plan, digest, unseen)
         if self.dry_run:
             return Outcome(image.key, "would-publish", repository, digest, tag_plan.all)
         if found.repository != repository:
             self._copy_manifests(found.repository, repository, found.platforms.values())
-        if self.client.head_manifest(repository, digest) is None:
-            self.client.put_manifest(repository, digest, data, OCI_INDEX)
-        # Immutable tags first, then the moving ones; a tag is only ever written after the
-        # index it names is in the registry, so no tag points at a missing manifest.
+        # Each tag PUT carries the index itself (a registry stores it with the first), and
+        # checks that every manifest it names is there: no tag can point at a missing one.
+        # Immutable tags first, then the moving ones, the inputs tag last: it marks the image
+        # complete for the next run.
         for tag in tag_plan.all:
             if pointing[tag] != digest:
                 self.client.put_manifest(repository, tag, data, OCI_INDEX)
-        return Outcome(image.key, "published", repository, digest, tag_plan.all)
+        return Outcome(image.key, "published", repository, digest, tag_plan.all, index=data)
 
     def _retag(
-        self, image: PlannedImage, digest: str, tag_plan: TagPlan, known: dict[str, str]
+        self, image: PlannedImage, digest: str, tag_plan: TagPlan, known: Mapping[str, str | None]
     ) -> Outcome:
         pointing = self._tags_now(image, tag_plan, digest, known)
         stale = [tag for tag in tag_plan.all if pointing[tag] != digest]
@@ -268,7 +272,7 @@ class _Publisher:
         )
 
     def _tags_now(
-        self, image: PlannedImage, tag_plan: TagPlan, digest: str, known: dict[str, str]
+        self, image: PlannedImage, tag_plan: TagPlan, digest: str, known: Mapping[str, str | None]
     ) -> dict[str, str | None]:
         """What each tag points at now (one HEAD each); a release tag elsewhere is a conflict."""
         pointing: dict[str, str | None] = {}
