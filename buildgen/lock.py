@@ -175,6 +175,10 @@ def update(
     def one(image: PlannedImage) -> tuple[str, Entry | None]:
         current = images.get(image.key)
         digest = (known or {}).get(image.key)
+        if digest is None and current is None:
+            # Nothing to compare with: read the index by tag at once (it is verified against
+            # the registry's digest) rather than HEAD first.
+            return image.key, _entry(client, image, None)
         if digest is None:
             head = client.head_manifest(image.repository, image.tag)
             if head is None:

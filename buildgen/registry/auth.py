@@ -30,10 +30,6 @@ from typing import Any
 
 import httpx
 
-# The docker SDK ships no type information.
-from docker import auth as docker_auth  # type: ignore[import-untyped, unused-ignore]
-from docker import errors as docker_errors  # type: ignore[import-untyped, unused-ignore]
-
 from .errors import AuthError, redact
 from .reference import DOCKER_HUB, credential_key, login_hint
 
@@ -125,6 +121,10 @@ class DockerCredentials:
         if not self.config_file.is_file():
             log.debug("no Docker config at %s: anonymous access only", self.config_file)
             return None
+        # The docker SDK costs ~80 ms to import: only when there is a config to read.
+        from docker import auth as docker_auth  # type: ignore[import-untyped, unused-ignore]
+        from docker import errors as docker_errors  # type: ignore[import-untyped, unused-ignore]
+
         try:
             config = docker_auth.load_config(config_path=str(self.config_file), credstore_env=None)
         except (docker_errors.DockerException, OSError, ValueError) as exc:
@@ -145,6 +145,8 @@ class DockerCredentials:
         config = self._load()
         if config is None:
             return None
+        from docker import errors as docker_errors  # type: ignore[import-untyped, unused-ignore]
+
         candidates = [registry]
         if registry != DOCKER_HUB and (config.get("credsStore") or config.get("credHelpers")):
             # Older logins stored "https://host" in the credential store.
