@@ -395,12 +395,7 @@ def _plan(args: argparse.Namespace, _: list[str]) -> int:
         changed = sum(1 for s in status.values() if s == "changed")
         log.info("%d of %d image(s) changed since they were published", changed, len(status))
     if args.json:
-        if not status:
-            sys.stdout.write(plan.to_json())
-            return 0
-        records = [{**i.to_json(), "status": status[i.key]} for i in plan.images]
-        body = ",\n".join(json.dumps(r, ensure_ascii=False) for r in records)
-        sys.stdout.write(f"[\n{body}\n]\n" if body else "[]\n")
+        sys.stdout.write(plan.to_json(status))
         return 0
     header = ["KEY", "TAG", "PLATFORMS", *(["STATUS"] if status else []), "DEPENDS ON"]
     rows: list[list[str]] = [header] + [

@@ -114,10 +114,14 @@ class Plan:
     images: tuple[PlannedImage, ...]
     all_images: Mapping[str, PlannedImage]  # by key, including images not selected
 
-    def to_json(self) -> str:
-        """The plan as `buildgen plan --json` prints it."""
+    def to_json(self, status: Mapping[str, str] | None = None) -> str:
+        """The plan as `buildgen plan --json` prints it (with each image's `status` if given)."""
+        records = (
+            image.to_json() | ({"status": status[image.key]} if status else {})
+            for image in self.images
+        )
         # One record per line: readable, diffable, and json's fast C encoder does the work.
-        lines = ",\n".join(json.dumps(image.to_json(), ensure_ascii=False) for image in self.images)
+        lines = ",\n".join(json.dumps(record, ensure_ascii=False) for record in records)
         return f"[\n{lines}\n]\n" if lines else "[]\n"
 
     def for_platform(self, platform: str) -> Plan:
