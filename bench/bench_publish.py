@@ -213,8 +213,9 @@ def main() -> None:
         f"- buildgen: the whole `python -m buildgen publish --jobs {args.jobs}` command "
         "(interpreter start, catalog + plan, results file, registry work)"
         + (
-            "; it also wrote `images.lock.json`, reading back each index, its platform "
-            "manifests and their configs, which the imagetools loop does not do."
+            "; it also wrote `images.lock.json` (from the indexes it pushed, which carry each "
+            "platform's layer size, so with no extra request); one tag listing of the shared "
+            "repository replaces a HEAD of each image's inputs tag."
             if wrote_lock
             else "."
         )

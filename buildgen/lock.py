@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 LOCK_VERSION = 1
 LOCK_FILE = "images.lock.json"
 INPUTS_ANNOTATION = "dev.buildgen.inputs"  # written by publish on every index it makes
+# On each platform entry of an index publish makes: the compressed size of that platform's
+# layers, so the lock can record it from the index alone.
+LAYERS_SIZE_ANNOTATION = "dev.buildgen.layers.size"
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 
 Entry = dict[str, Any]
@@ -118,13 +121,14 @@ def _entry(
             platform = platform_string(child.get("platform") or {})
             if annotations.get(ATTESTATION_ANNOTATION) or platform.startswith("unknown/"):
                 continue
+            size = str(annotations.get(LAYERS_SIZE_ANNOTATION, ""))
             platforms[platform] = {
                 "digest": child["digest"],
-                "size": _layers_size(client, image, child["digest"]),
+                "size": int(size) if size.isdigit() else _layers_size(client, image, child),
             }
     else:
         config = json.loads(b"".join(client.get_blob(image.repository, data["config"]["digest"])))
-        platforms[platform_string(config)] = {"digest": manifest.digest, "size": _size_of(data)}
+        platforms[platform_string(config)] = {"digest": manifest.digest, "size": layers_size(data)}
     entry: Entry = {
         "reference": reference,
         "digest": manifest.digest,
@@ -137,11 +141,11 @@ def _entry(
     return entry
 
 
-def _layers_size(client: RegistryClient, image: PlannedImage, digest: str) -> int:
-    return _size_of(client.get_manifest(image.repository, digest).json())
+def _layers_size(client: RegistryClient, image: PlannedImage, child: Mapping[str, Any]) -> int:
+    return layers_size(client.get_manifest(image.repository, child["digest"]).json())
 
 
-def _size_of(manifest: Mapping[str, Any]) -> int:
+def layers_size(manifest: Mapping[str, Any]) -> int:
     """Compressed bytes a runner downloads for one platform: the sum of its layers."""
     return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
 

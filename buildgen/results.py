@@ -12,12 +12,13 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
 from .fsutil import write_atomic
+from .lock import layers_size
 from .plan import PlannedImage
 from .registry import INDEX_TYPES, NotFound, RegistryClient, RegistryError
 from .render import PushMode, staging_tag
@@ -55,17 +56,28 @@ class Pushed:
 
 @dataclass(frozen=True)
 class PlatformResult:
-    """One platform's image manifest and the attestation manifests that describe it."""
+    """One platform's image manifest and the attestation manifests that describe it, with
+    the compressed size of its layers when known (what a runner downloads; the lock needs it,
+    and publish writes it into the index so that nobody has to read the manifest again)."""
 
     manifest: Pushed
     attestations: tuple[Pushed, ...] = ()
+    layers_size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.manifest.to_json(), "attestations": [a.to_json() for a in self.attestations]}
+        data = {**self.manifest.to_json(), "attestations": [a.to_json() for a in self.attestations]}
+        if self.layers_size is not None:
+            data["layersSize"] = self.layers_size
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlatformResult:
-        return cls(Pushed.from_json(data), tuple(Pushed.from_json(a) for a in data["attestations"]))
+        size = data.get("layersSize")
+        return cls(
+            Pushed.from_json(data),
+            tuple(Pushed.from_json(a) for a in data["attestations"]),
+            int(size) if size is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -188,18 +200,25 @@ def split_index(index: Mapping[str, Any]) -> dict[str, PlatformResult]:
 
 
 def resolve(client: RegistryClient, repository: str, reference: str) -> dict[str, PlatformResult]:
-    """What `repository:reference` (or @digest) holds, per platform."""
+    """What `repository:reference` (or @digest) holds, per platform, with layer sizes."""
     manifest = client.get_manifest(repository, reference)
     data = manifest.json()
     if manifest.media_type in INDEX_TYPES:
-        return split_index(data)
+        return {
+            platform: replace(
+                found,
+                layers_size=layers_size(
+                    client.get_manifest(repository, found.manifest.digest).json()
+                ),
+            )
+            for platform, found in split_index(data).items()
+        }
     # A single-platform image without attestations: its platform is in its config.
     config_descriptor = data["config"]
     config = json.loads(b"".join(client.get_blob(repository, config_descriptor["digest"])))
     platform = platform_string(config)
-    return {
-        platform: PlatformResult(Pushed(manifest.digest, manifest.media_type, len(manifest.data)))
-    }
+    pushed = Pushed(manifest.digest, manifest.media_type, len(manifest.data))
+    return {platform: PlatformResult(pushed, layers_size=layers_size(data))}
 
 
 def collect(

@@ -21,7 +21,7 @@ def _blob(data: bytes) -> tuple[str, bytes]:
 
 def push_platform_image(
     client: RegistryClient, repository: str, platform: str, salt: str
-) -> Pushed:
+) -> PlatformResult:
     """One small image for `platform` (a unique layer, a config naming the platform)."""
     os_, arch = platform.split("/")[:2]
     layer_digest, layer = _blob(f"layer {salt} {platform}\n".encode().ljust(1024, b"\0"))
@@ -38,7 +38,7 @@ def push_platform_image(
     }).encode()  # fmt: skip
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     client.put_manifest(repository, digest, manifest, OCI_MANIFEST)
-    return Pushed(digest, OCI_MANIFEST, len(manifest))
+    return PlatformResult(Pushed(digest, OCI_MANIFEST, len(manifest)), layers_size=len(layer))
 
 
 def push_synthetic(
@@ -49,9 +49,7 @@ def push_synthetic(
 
     def one(image: PlannedImage) -> ImageResult:
         platforms = {
-            p: PlatformResult(
-                push_platform_image(client, image.repository, p, f"{image.key} {salt}")
-            )
+            p: push_platform_image(client, image.repository, p, f"{image.key} {salt}")
             for p in image.platforms
         }
         return ImageResult(image.key, image.repository, image.inputs, platforms)

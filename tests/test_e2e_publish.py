@@ -85,6 +85,20 @@ def test_merged_index_has_both_platforms_and_annotations(published: str) -> None
     assert json.loads(imagetools.stdout) == index
 
 
+def test_lock_sizes_are_the_layers_skopeo_sees(
+    baked: tuple[str, list[Path]], published: str
+) -> None:
+    # publish writes each platform's layer size into the index; the lock takes it from there
+    lock = json.loads((baked[1][0].parent / "images.lock.json").read_text())
+    entry = lock["images"]["benchmarks/terminal-bench"]
+    assert sorted(entry["platforms"]) == list(PLATFORMS)
+    for platform in PLATFORMS:
+        repository = entry["reference"].rsplit(":", 1)[0]
+        pinned = entry["platforms"][platform]
+        manifest = inspect_raw(f"{repository}@{pinned['digest']}")
+        assert pinned["size"] == sum(layer["size"] for layer in manifest["layers"]) > 0
+
+
 def test_override_arch_gets_the_arm64_manifest(published: str, tmp_path: Path) -> None:
     ref = f"{published}/benchmarks/terminal-bench:1.0.0"
     index = inspect_raw(ref)

@@ -170,7 +170,7 @@ def test_one_mutated_image_changes_one_entry(published: tuple[Path, str]) -> Non
     with RegistryClient() as client:  # someone re-pushes agents/a:2.0.0 with other content
         amd64 = push_platform_image(client, repository, "linux/amd64", "mutated")
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-            {**amd64.to_json(), "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()  # fmt: skip
+            {**amd64.manifest.to_json(), "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()  # fmt: skip
         client.put_manifest(repository, "2.0.0", index, OCI_INDEX)
     drift = _lock(catalog, prefix, "--check", "--remote")
     assert drift.returncode == 1 and "drift    agents/a" in drift.stdout
@@ -179,6 +179,8 @@ def test_one_mutated_image_changes_one_entry(published: tuple[Path, str]) -> Non
     changed = [k for k in after["images"] if after["images"][k] != before["images"].get(k)]
     assert changed == ["agents/a"]
     assert list(after["images"]["agents/a"]["platforms"]) == ["linux/amd64"]
+    # An index publish did not make has no size annotations: the lock reads the manifest.
+    assert after["images"]["agents/a"]["platforms"]["linux/amd64"]["size"] == amd64.layers_size
 
     diff = _lock(catalog, prefix, "--diff", str(_saved(before, catalog.parent / "old.json")))
     assert diff.returncode == 0
