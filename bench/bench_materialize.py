@@ -9,16 +9,20 @@ correct configs and diff_ids, and pinned in a lockfile. Then, in the same run, e
 timed --repeat times (default 2; the order alternates between repeats), always into new
 directories:
 
-- buildgen cold: `buildgen materialize` with an empty blob cache (download, verify, extract, fuse
-  the agent's /opt/agent);
-- buildgen warm: the same command again with the same cache (nothing to download), new rootfs;
+- buildgen cold: `buildgen materialize` with an empty cache (download and verify the blobs,
+  extract the benchmark's layers into the cache's unpacked images, copy that tree into the
+  rootfs, fuse the agent's /opt/agent);
+- buildgen warm: the same command again with the same cache (nothing to download, nothing to
+  extract: the rootfs is a copy of the unpacked image), new rootfs;
 - the peer: `skopeo copy docker://... oci:DIR:tag` then `umoci raw unpack` of the benchmark
   image, new directories.
 
 The page cache is not dropped (that needs a privileged write to /proc/sys/vm/drop_caches and
 would disturb everything else on the machine): the registry's blobs are in memory for every case
 alike. `sync` runs (untimed) before each case, so one case's writeback does not land on the
-next. Goals checked: cold no slower than the peer; warm at least 2x faster than cold. The
+next. Nothing is deleted between cases: on ext4, creating files shortly after tens of thousands
+were deleted is several times slower (the allocator skips recently freed inodes; `perf` shows
+`recently_deleted` under `ext4_create`), which would penalize whichever case came next. Goals checked: cold no slower than the peer; warm at least 2x faster than cold. The
 buildgen rootfs (without /opt/agent) is checked once to equal umoci's (`buildgen.extract.tree`
 and hardlink groups). When cold is slower than the peer (or with --profile always), a cProfile
 run of the CLI and single-threaded micro-measurements of the extraction's stages say where the
@@ -1132,7 +1136,7 @@ def main() -> None:
 
             cold, warm = (
                 Case("buildgen materialize, cold (empty cache)"),
-                Case("buildgen materialize, warm (cached blobs)"),
+                Case("buildgen materialize, warm (cached blobs, unpacked image)"),
             )
             peer, skopeo, umoci = (
                 Case("skopeo copy + umoci raw unpack"),
@@ -1174,7 +1178,9 @@ def main() -> None:
                     log("verifying: buildgen rootfs (without /opt/agent) == umoci rootfs...")
                     ok, detail = verify(rootfs, peer_rootfs)
                     verified = ("PASS: " if ok else "FAIL: ") + detail
-                settle(rootfs, cache, warm_rootfs, oci, peer_rootfs)
+                # Kept until the end: deleting 60,000 files right before the next case would
+                # slow its file creation (ext4 skips recently freed inodes: see the doc above).
+                os.sync()
 
             report(args, image, [cold, warm, peer, skopeo, umoci], verified, load_start)
             slower = cold.median > peer.median

@@ -81,6 +81,20 @@ def main_inner(argv: list[str]) -> int:
     return handler(args, passthrough)
 
 
+DEFAULT_UNPACKED_LIMIT = 20 * 10**9
+_SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _byte_size(text: str) -> int:
+    """A size such as 0, 500M, 20G (powers of 1000; a trailing B is allowed)."""
+    value = text.strip().upper().removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)]
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 0, 500M, 20G)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
@@ -306,6 +320,15 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="PATH",
         help="write the record of digests used here (default: stdout)",
+    )
+    materialize.add_argument(
+        "--unpacked-limit",
+        type=_byte_size,
+        default=DEFAULT_UNPACKED_LIMIT,
+        metavar="SIZE",
+        help="keep unpacked benchmark images in the cache, up to SIZE bytes of files (e.g. "
+        "20G, the default; 0 keeps none): a run with an image kept copies it instead of "
+        "extracting its layers again",
     )
     materialize.add_argument(
         "--from-env",
@@ -635,6 +658,7 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
     from .materialize import Part, Provided, materialize
     from .naming import Axis
     from .registry import RegistryClient
+    from .unpacked import UnpackedCache
 
     if args.from_env:
         platform = os.environ.get("EVAL_PLATFORM", args.platform or "")
@@ -681,8 +705,14 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
     cache_root = args.cache or Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "buildgen"  # fmt: skip
     with RegistryClient(_registry_options(args)) as client:
+        unpacked = (
+            UnpackedCache(cache_root / "unpacked", limit=args.unpacked_limit)
+            if args.unpacked_limit > 0
+            else None
+        )
         record = materialize(client, parts[0], parts[1:], rootfs=args.rootfs,
-                             cache=BlobCache(cache_root), mirrors=args.mirror)  # fmt: skip
+                             cache=BlobCache(cache_root), mirrors=args.mirror,
+                             unpacked=unpacked)  # fmt: skip
     record["platform"] = platform
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if args.record:

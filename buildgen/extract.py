@@ -42,6 +42,7 @@ are set with chown, so extraction runs as root (there is no rootless mode).
 
 from __future__ import annotations
 
+import collections
 import errno
 import gzip
 import hashlib
@@ -49,14 +50,16 @@ import importlib
 import io
 import logging
 import os
+import queue
 import re
 import stat
 import tarfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
 from .fsutil import sha256_file
@@ -94,6 +97,8 @@ _IMPLICIT_DIR_MODE = 0o755
 # where tarfile stopped (it reads ahead at most one 10 KiB record), see `_check_end`.
 _TAIL_WINDOW = 64 << 10
 _BLOCK = tarfile.BLOCKSIZE
+# Chunks of _CHUNK bytes the reading thread may be ahead of the tar reader.
+_PREFETCH_CHUNKS = 8
 # xattr failures that mean "this file system or file type does not take it", which Docker and
 # containerd skip too; anything else is an error.
 _XATTR_UNSUPPORTED = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
@@ -219,12 +224,12 @@ def apply_layer(
         with handle:
             raw = _HashingReader(handle, raw_algorithm)
             try:
-                plain = _HashingReader(
-                    _decompressor(compression, raw, label), diff_algorithm, window=_TAIL_WINDOW
-                )
-                applier.run(plain)
-                plain.drain()
-                raw.drain()
+                plain = _HashingReader(_decompressor(compression, raw, label), diff_algorithm)
+                # Reading, decompressing and hashing run in a thread of their own (zlib and
+                # hashlib release the GIL), ahead of the tar parsing and the writes.
+                with _Prefetcher(plain, raw, window=_TAIL_WINDOW) as feed:
+                    applier.run(feed)
+                    feed.drain()
             except Exception as exc:
                 # A corrupt blob usually fails as a bad gzip or tar stream before its end:
                 # say so rather than blaming the stream.
@@ -314,14 +319,12 @@ class _StreamError(Exception):
 
 
 class _HashingReader:
-    """Passes a stream through, hashing it; optionally keeps its last bytes (see `block`)."""
+    """Passes a stream through, hashing it."""
 
-    def __init__(self, source: _Readable, algorithm: str, *, window: int = 0) -> None:
+    def __init__(self, source: _Readable, algorithm: str) -> None:
         self._source = source
         self._hash = hashlib.new(algorithm)
         self._algorithm = algorithm
-        self._window = window
-        self._tail = bytearray()
         self.pos = 0
         self.eof = False
 
@@ -337,10 +340,6 @@ class _HashingReader:
             return b""
         self._hash.update(data)
         self.pos += len(data)
-        if self._window:
-            self._tail += data
-            if len(self._tail) > self._window:
-                del self._tail[: len(self._tail) - self._window]
         return data
 
     def drain(self) -> None:
@@ -348,17 +347,115 @@ class _HashingReader:
         while self.read(_CHUNK):
             pass
 
-    def block(self, offset: int, size: int) -> bytes:
-        """The bytes at `offset` (at most `size`, fewer at the end), reading on if needed."""
-        while self.pos < offset + size and self.read(_CHUNK):
-            pass
-        start = self.pos - len(self._tail)
-        if offset < start:
-            raise _StreamError(f"offset {offset} is no longer buffered")
-        return bytes(self._tail[offset - start : offset - start + size])
-
     def digest(self) -> str:
         return f"{self._algorithm}:{self._hash.hexdigest()}"
+
+
+class _Prefetcher:
+    """Reads `plain` to its end in a thread, then drains `raw` (so both are hashed whole),
+    handing `plain`'s chunks to the tar reader; keeps the last `window` bytes handed out
+    (see `block`). Errors of the thread are raised in the reader, in stream order.
+
+    Use as a context manager: leaving it stops the thread, after which `plain` and `raw` may
+    be touched again (e.g. to drain `raw` and tell a corrupt blob from a bad tar).
+    """
+
+    _END = object()
+
+    def __init__(self, plain: _HashingReader, raw: _HashingReader, *, window: int) -> None:
+        self._plain = plain
+        self._raw = raw
+        self._window = window
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="layer-reader", daemon=True)
+        self._chunk = memoryview(b"")
+        self._tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
+        self._taken = 0  # bytes taken from the thread
+        self.pos = 0  # bytes handed to the reader
+        self.eof = False
+
+    def __enter__(self) -> _Prefetcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()  # a producer waiting for room sees it within 0.1 s
+        self._thread.join()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._plain.read(_CHUNK)
+                if not data:
+                    self._raw.drain()
+                    self._put(self._END)
+                    return
+                self._put(data)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _next(self) -> bytes | None:
+        """The next chunk from the thread (kept in the tail too); None at the end."""
+        if self.eof:
+            return None
+        item = self._queue.get()
+        if item is self._END:
+            self.eof = True
+            return None
+        if isinstance(item, BaseException):
+            self.eof = True
+            raise item
+        assert isinstance(item, bytes)
+        self._taken += len(item)
+        self._tail.append(item)
+        self._tail_bytes += len(item)
+        # Keep at least `window` bytes before the newest chunk: tarfile may have buffered
+        # that much past where it stopped (`_check_end` looks there).
+        while (
+            len(self._tail) > 1
+            and self._tail_bytes - len(self._tail[0]) - len(self._tail[-1]) >= self._window
+        ):
+            self._tail_bytes -= len(self._tail.popleft())
+        return item
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._chunk:
+            chunk = self._next()
+            if chunk is None:
+                return b""
+            self._chunk = memoryview(chunk)
+        if size < 0 or size >= len(self._chunk):
+            data, self._chunk = self._chunk, memoryview(b"")
+        else:
+            data, self._chunk = self._chunk[:size], self._chunk[size:]
+        self.pos += len(data)
+        return bytes(data)
+
+    def drain(self) -> None:
+        """Let the thread finish the stream (both hashes complete)."""
+        while self._next() is not None:
+            pass
+
+    def block(self, offset: int, size: int) -> bytes:
+        """The bytes at `offset` (at most `size`, fewer at the end), reading on if needed;
+        reading on does not hand those bytes to `read`: this is for looking at the end."""
+        while self._taken < offset + size and self._next() is not None:
+            pass
+        start = self._taken - self._tail_bytes
+        if offset < start:
+            raise _StreamError(f"offset {offset} is no longer buffered")
+        data = b"".join(self._tail)
+        return data[offset - start : offset - start + size]
 
     # tarfile's file-object protocol; it only ever reads from a stream opened "r|".
     def write(self, data: bytes, /) -> int:
@@ -378,7 +475,7 @@ def _decompressor(compression: Compression, raw: _HashingReader, label: str) -> 
     if compression == "none":
         return raw
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(_Readable, gzip.GzipFile(fileobj=cast(Any, raw), mode="rb"))
     try:  # Python 3.14+ has zstd in the standard library
         stdlib_zstd = importlib.import_module("compression.zstd")
     except ImportError:
@@ -431,7 +528,7 @@ def _algorithm(digest: str) -> str:
     return algorithm
 
 
-def _check_end(plain: _HashingReader, offset: int) -> None:
+def _check_end(plain: _Prefetcher, offset: int) -> None:
     """Refuse a tar stream that tarfile stopped reading early.
 
     tarfile ends an archive silently at a header it cannot parse (a bad checksum, a truncated
@@ -558,7 +655,7 @@ class _Applier:
 
     # -- driving ---------------------------------------------------------------------------
 
-    def run(self, plain: _HashingReader) -> None:
+    def run(self, plain: _Prefetcher) -> None:
         """Apply every entry of the tar stream `plain`."""
         try:
             with tarfile.open(
@@ -570,7 +667,7 @@ class _Applier:
                 return  # an empty stream: an empty layer, as Go's tar reader (Docker) takes it
             raise
 
-    def _entries(self, tf: tarfile.TarFile, plain: _HashingReader) -> None:
+    def _entries(self, tf: tarfile.TarFile, plain: _Prefetcher) -> None:
         while True:
             info = tf.next()
             # A TarFile remembers every member it has read (for random access we never use);

@@ -29,6 +29,8 @@ from .fsutil import sha256_file
 from .lock import Pinned
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
 from .registry.reference import parse_repository
+from .treecopy import copy_tree
+from .unpacked import Layer, UnpackedCache
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +221,26 @@ def _xattrs(path: str) -> dict[str, str]:
     }
 
 
+def _unpacked_tree(
+    unpacked: UnpackedCache, layers: Sequence[Layer], benchmark: Part
+) -> tuple[Path, bool] | None:
+    """The benchmark's unpacked tree from the cache (True: reused), made first when missing
+    and the disk has room; None when the image cannot be kept (no diff_ids) or no room."""
+    tree = unpacked.get(layers)
+    if tree is not None:
+        return tree, True
+    if unpacked.key(layers) is None:
+        return None
+    need = benchmark.pinned.size * EXPANSION
+    probe = unpacked.root if unpacked.root.exists() else unpacked.root.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if shutil.disk_usage(probe).free < 2 * need:  # the tree, and the rootfs copied from it
+        log.info("not keeping the unpacked image: too little disk at %s", probe)
+        return None
+    return unpacked.build(layers), False
+
+
 def materialize(
     client: RegistryClient,
     benchmark: Part,
@@ -227,18 +249,34 @@ def materialize(
     rootfs: Path,
     cache: BlobCache,
     mirrors: Sequence[str] = (),
+    unpacked: UnpackedCache | None = None,
 ) -> dict[str, Any]:
     """Build the fused rootfs at `rootfs` (which must not exist or be empty); return the record
-    of every digest used."""
+    of every digest used.
+
+    With `unpacked`, the benchmark image is extracted once into that cache (by chain ID) and
+    the rootfs is a copy of it: the next run with the same image only copies."""
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
     parts = [benchmark, *others]
     check_space(parts, cache, rootfs)
     pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
-    rootfs.mkdir(parents=True, exist_ok=True)
-    rootfs.chmod(0o755)
+    layers = pulled[benchmark.pinned.role].layers
+    unpacked_record: dict[str, Any] | None = None
     try:
-        apply_image(rootfs, pulled[benchmark.pinned.role].layers)
+        source = _unpacked_tree(unpacked, layers, benchmark) if unpacked else None
+        if source is not None:
+            tree, reused = source
+            unpacked_record = {"chainId": unpacked.key(layers) if unpacked else None,
+                               "reused": reused}  # fmt: skip
+            if rootfs.exists():
+                rootfs.rmdir()  # empty (checked above): copy_tree makes it, 0700 until done
+            rootfs.parent.mkdir(parents=True, exist_ok=True)
+            copy_tree(tree, rootfs, workers=2)
+        else:
+            rootfs.mkdir(parents=True, exist_ok=True)
+            rootfs.chmod(0o755)
+            apply_image(rootfs, layers)
         for part in others:
             staging = Path(tempfile.mkdtemp(prefix=f".{part.pinned.role}-", dir=rootfs.parent))
             try:
@@ -249,9 +287,12 @@ def materialize(
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
     except (ExtractionError, ExternalToolError):
-        log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)
+        if rootfs.exists():
+            log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)
         raise
     record: dict[str, Any] = {"platform": None, "images": {}}
+    if unpacked_record is not None:
+        record["unpacked"] = unpacked_record
     for part in parts:
         entry = pulled[part.pinned.role].record
         if part.provides:

@@ -13,7 +13,7 @@ import pytest
 from components import Registry
 from conftest import REPO
 
-from buildgen.extract import TreeEntry, tree
+from buildgen.extract import TreeEntry, hardlinks, tree
 
 pytestmark = pytest.mark.docker
 
@@ -121,10 +121,20 @@ def test_second_run_downloads_nothing(released: tuple[str, Path], tmp_path: Path
     _, lock = released
     args = ["materialize", "--lock", str(lock), "--benchmark", "terminal-bench", "--agent",
             "echo-agent", "--platform", "linux/amd64", "--cache", str(tmp_path / "cache")]  # fmt: skip
-    assert buildgen(*args, "--rootfs", str(tmp_path / "one")).returncode == 0
-    blobs = sorted((tmp_path / "cache").rglob("sha256/*"))
+    first = buildgen(*args, "--rootfs", str(tmp_path / "one"))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["unpacked"]["reused"] is False  # extracted, kept, copied
+    blobs = sorted((tmp_path / "cache" / "blobs").rglob("sha256/*"))
     times = [b.stat().st_mtime_ns for b in blobs]
     second = buildgen(*args, "--rootfs", str(tmp_path / "two"), "-v")
     assert second.returncode == 0, second.stderr
-    assert [b.stat().st_mtime_ns for b in sorted((tmp_path / "cache").rglob("sha256/*"))] == times
-    assert tree(tmp_path / "one") == tree(tmp_path / "two")
+    assert json.loads(second.stdout)["unpacked"]["reused"] is True  # copied, not extracted
+    assert [
+        b.stat().st_mtime_ns for b in sorted((tmp_path / "cache" / "blobs").rglob("sha256/*"))
+    ] == times
+    # Without the unpacked cache the layers are extracted straight into the rootfs: same tree.
+    third = buildgen(*args, "--rootfs", str(tmp_path / "three"), "--unpacked-limit", "0")
+    assert third.returncode == 0, third.stderr
+    assert "unpacked" not in json.loads(third.stdout)
+    assert tree(tmp_path / "one") == tree(tmp_path / "two") == tree(tmp_path / "three")
+    assert hardlinks(tmp_path / "one") == hardlinks(tmp_path / "two")

@@ -1,0 +1,174 @@
+"""Unpacked images kept by chain ID, so that a warm `materialize` copies instead of extracting.
+
+    trees = UnpackedCache(cache_root / "unpacked", limit=20 * 10**9)
+    source = trees.get(layers) or trees.build(layers)   # layers: (blob, media type, diff_id)
+    copy_tree(source, rootfs)
+
+Extracting an image is decompressing, hashing and parsing every tar header in Python; copying
+the tree it gave is a few system calls per file with the contents copied in the kernel, several
+times faster. The key is the OCI chain ID of the image's layers (the diff_ids chained as
+`sha256(parent + " " + diff_id)`): the same layers in the same order give the same tree.
+
+Rules, and why:
+- A tree is only ever visible under its chain ID once complete: it is extracted into
+  `tmp-*`, then renamed into place, and its seal `<chain id hex>.json` (what it holds: files,
+  bytes) is written last, atomically. A tree without a seal is unfinished and is ignored (and
+  removed by the next `build`). Concurrent builders of one chain ID: the first rename wins, the
+  other's copy is discarded.
+- The directory is 0700, like the blob cache: trees hold root-only files (a benchmark's
+  answers). Trees are made from blobs whose digests and diff_ids were verified as they were
+  extracted; they are not re-hashed on each use (as a container runtime's unpacked layers are
+  not), so the cache directory must be as trusted as the rootfs it feeds.
+- Images without diff_ids in their config (none made by BuildKit or Docker) are not kept.
+- `limit` bounds the bytes of file contents kept: after a build, the least recently used trees
+  go first (a tree's use touches its seal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .extract import apply_image
+from .fsutil import write_atomic
+
+log = logging.getLogger(__name__)
+
+Layer = tuple[Path, str, "str | None"]  # (blob, media type, diff_id)
+SEAL_VERSION = 1
+# Unfinished trees older than this are left by a process that died: removed by the next build.
+STALE_SECONDS = 6 * 3600
+
+
+def chain_id(diff_ids: Sequence[str]) -> str:
+    """The OCI chain ID of layers with these diff_ids (image-spec config.md, "ChainID")."""
+    chain = diff_ids[0]
+    for diff_id in diff_ids[1:]:
+        chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
+    return chain
+
+
+class UnpackedCache:
+    """Unpacked images under `root`, by chain ID; safe for concurrent processes."""
+
+    def __init__(self, root: Path, *, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+
+    @staticmethod
+    def key(layers: Sequence[Layer]) -> str | None:
+        """The chain ID of `layers`, or None when a diff_id is unknown (then nothing is kept)."""
+        diff_ids = [diff_id for _, _, diff_id in layers]
+        if not diff_ids or any(d is None or not d.startswith("sha256:") for d in diff_ids):
+            return None
+        return chain_id([d for d in diff_ids if d is not None])
+
+    def get(self, layers: Sequence[Layer]) -> Path | None:
+        """The unpacked tree of `layers` when the cache has it, sealed; else None."""
+        key = self.key(layers)
+        if key is None:
+            return None
+        tree, seal = self._paths(key)
+        try:
+            data = json.loads(seal.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if data.get("chainId") != key or not tree.is_dir():
+            return None
+        os.utime(seal)  # most recently used: evicted last
+        return tree
+
+    def build(self, layers: Sequence[Layer]) -> Path:
+        """Extract `layers` into a new tree in the cache and seal it; its path."""
+        key = self.key(layers)
+        if key is None:
+            raise ValueError("layers without diff_ids have no chain ID")
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self._remove_stale()
+        tree, seal = self._paths(key)
+        work = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.root))
+        try:
+            stats = apply_image(work / "tree", layers)  # the default policy, as without the cache
+            try:
+                os.rename(work / "tree", tree)
+            except OSError:
+                if self.get(layers) is not None:
+                    log.debug("unpacked %s: another process made it first", key)
+                    return tree
+                # An unsealed tree under that name: a builder died between its rename and
+                # its seal. Ours replaces it.
+                shutil.rmtree(tree, ignore_errors=True)
+                os.rename(work / "tree", tree)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        # Contents written: an upper bound of what the tree holds (later layers may delete).
+        files, size = sum(s.files for s in stats), sum(s.bytes for s in stats)
+        write_atomic(
+            seal,
+            json.dumps(
+                {
+                    "sealVersion": SEAL_VERSION,
+                    "chainId": key,
+                    "diffIds": [diff_id for _, _, diff_id in layers],
+                    "files": files,
+                    "bytes": size,
+                    "created": int(time.time()),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+        )
+        self._evict(keep=key)
+        return tree
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        hexdigest = key.split(":", 1)[1]
+        return self.root / hexdigest, self.root / f"{hexdigest}.json"
+
+    def _seals(self) -> list[tuple[float, int, str]]:
+        """(last use, bytes, hex) of every sealed tree."""
+        found = []
+        for seal in self.root.glob("*.json"):
+            try:
+                data = json.loads(seal.read_text(encoding="utf-8"))
+                found.append((seal.stat().st_mtime, int(data["bytes"]), seal.stem))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return found
+
+    def _evict(self, keep: str) -> None:
+        """Remove the least recently used trees until the rest fit in `limit` bytes."""
+        seals = sorted(self._seals())
+        total = sum(size for _, size, _ in seals)
+        for _, size, hexdigest in seals:
+            if total <= self.limit:
+                break
+            if hexdigest == keep.split(":", 1)[1]:
+                continue
+            log.info("unpacked cache over its limit: removing sha256:%s", hexdigest)
+            (self.root / f"{hexdigest}.json").unlink(missing_ok=True)  # unseal first
+            shutil.rmtree(self.root / hexdigest, ignore_errors=True)
+            total -= size
+
+    def _remove_stale(self) -> None:
+        """Trees left unsealed, and work directories, by processes that died long ago."""
+        now = time.time()
+        for path in self.root.iterdir():
+            if path.suffix == ".json" or not path.is_dir() or path.is_symlink():
+                continue
+            sealed = path.with_name(path.name + ".json").exists()
+            try:
+                old = now - path.stat().st_mtime > STALE_SECONDS
+            except OSError:
+                continue
+            if not sealed and old:
+                shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,133 @@
+"""buildgen.treecopy: a copy of an unpacked rootfs is the same tree, and never follows a link.
+
+The source trees are made by the extraction (tests/hostile.py layers through apply_image), so
+they hold what real images hold: special mode bits, owners, root-only files, read-only
+directories, hardlinks (also of a symlink), symlinks, FIFOs, xattrs and exact mtimes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hostile import Entry, d, f, hard, layer, sym
+from test_extract import apply, snapshot, user_xattrs_supported
+
+from buildgen import treecopy
+from buildgen.extract import hardlinks, tree
+from buildgen.treecopy import CopyError, copy_tree
+
+
+def rich_tree(tmp_path: Path) -> Path:
+    xattrs = {"SCHILY.xattr.user.origin": "buildgen", "SCHILY.xattr.user.bin": "\x01\x02é"}
+    use_xattrs = user_xattrs_supported(tmp_path) is None
+    apply(
+        tmp_path,
+        layer(
+            d("bin"),
+            f("bin/busybox", "bb" * 5000, 0o4755, uid=0, gid=0),
+            hard("bin/ls", "bin/busybox", 0o4755),
+            d("tasks", 0o700),
+            f("tasks/answer.txt", "42", 0o600),
+            d("home"),
+            d("home/agent", 0o750, uid=1000, gid=1000),
+            f(
+                "home/agent/notes",
+                "n",
+                0o640,
+                uid=1000,
+                gid=1000,
+                pax=xattrs if use_xattrs else None,
+            ),
+            d("tmp", 0o1777),
+            d("srv", 0o2775, gid=50),
+            d("ro", 0o555),
+            f("ro/inside", "r", 0o444),
+            sym("etc-link", "/etc"),
+            sym("dangling", "../nowhere"),
+            hard("etc-link2", "etc-link", 0o777),
+            d("run"),
+            Entry("run/pipe", "fifo", mode=0o620, uid=1000, gid=5),
+            f("empty", b"", 0o644),
+            f("big", os.urandom(3 << 20), 0o755, uid=7, gid=8),
+        ),
+        layer(d("usr"), hard("usr/busybox", "bin/busybox", 0o4755)),
+    )
+    return tmp_path / "rootfs"
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_copy_is_the_same_tree(tmp_path: Path, workers: int) -> None:
+    source = rich_tree(tmp_path)
+    stats = copy_tree(source, tmp_path / "copy", workers=workers)
+    copy = tmp_path / "copy"
+    assert snapshot(copy) == snapshot(source)  # types, modes, owners, contents, mtimes, nlinks
+    assert tree(copy) == tree(source)
+    assert (
+        hardlinks(copy)
+        == hardlinks(source)
+        == {
+            frozenset({"/bin/busybox", "/bin/ls", "/usr/busybox"}),
+            frozenset({"/etc-link", "/etc-link2"}),
+        }
+    )
+    for path in ("", "tmp", "srv", "ro", "home/agent"):  # the directories themselves too
+        assert os.lstat(copy / path).st_mode == os.lstat(source / path).st_mode
+        assert os.lstat(copy / path).st_mtime_ns == os.lstat(source / path).st_mtime_ns
+    assert tree(copy)["/bin/busybox"].mode == 0o4755  # chmod after chown kept setuid
+    assert tree(copy)["/tasks/answer.txt"].mode == 0o600
+    if user_xattrs_supported(tmp_path) is None:
+        notes = copy / "home/agent/notes"
+        assert os.getxattr(notes, "user.origin") == b"buildgen"
+        assert os.getxattr(notes, "user.bin") == "\x01\x02é".encode()
+    assert stats.files == 6 and stats.hardlinks == 3 and stats.fifos == 1
+
+
+def test_symlinks_are_copied_never_followed(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "d").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    (source / "d" / "to-outside").symlink_to(outside)
+    (source / "abs").symlink_to("/etc")
+    copy_tree(source, tmp_path / "copy")
+    assert os.readlink(tmp_path / "copy/d/to-outside") == str(outside)
+    assert os.readlink(tmp_path / "copy/abs") == "/etc"
+    assert sorted(p.name for p in (tmp_path / "copy").rglob("*")) == ["abs", "d", "to-outside"]
+
+
+def test_refuses_an_existing_destination_and_device_nodes(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(CopyError, match="cannot make"):
+        copy_tree(source, tmp_path / "exists")
+    os.mknod(source / "null", 0o600 | 0o020000, os.makedev(1, 3))
+    with pytest.raises(CopyError, match="device node"):
+        copy_tree(source, tmp_path / "copy")
+
+
+def test_nothing_is_readable_by_others_while_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The new tree is 0700 until its last directory is done: a root-only file inside a
+    # 0755 directory is never reachable by others, even mid-copy.
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "answers").write_text("42")
+    os.chmod(source / "answers", 0o600)
+    copy = tmp_path / "copy"
+    seen: list[int] = []
+    original = treecopy._copy_bytes
+
+    def spy(source_fd: int, target_fd: int, size: int) -> None:
+        seen.append(os.lstat(copy).st_mode & 0o777)
+        seen.append(os.fstat(target_fd).st_mode & 0o777)
+        original(source_fd, target_fd, size)
+
+    monkeypatch.setattr(treecopy, "_copy_bytes", spy)
+    copy_tree(source, copy, workers=1)
+    assert seen == [0o700, 0o600]
+    assert os.lstat(copy).st_mode & 0o777 == os.lstat(source).st_mode & 0o777
