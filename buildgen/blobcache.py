@@ -31,7 +31,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +74,49 @@ def _check_digest(digest: str) -> tuple[str, str]:
         raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
     algorithm, hexdigest = digest.split(":", 1)
     return algorithm, hexdigest
+
+
+class Prefetch:
+    """Blobs being fetched by `BlobCache.prefetch`; leaving the `with` block cancels the ones
+    not started and waits for the others."""
+
+    def __init__(self, pool: ThreadPoolExecutor, futures: dict[str, Future[Path]]) -> None:
+        self._pool = pool
+        self._futures = futures
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def path(self, digest: str) -> Path:
+        """The cached blob, once fetched and verified (raises BlobCacheError if it failed)."""
+        try:
+            return self._futures[digest].result()
+        except KeyError:
+            raise ValueError(f"blob {digest} is not being fetched") from None
+
+    def wait(self) -> dict[str, Path]:
+        """Every blob: {digest: path}; all failures together in one error."""
+        failures: list[BaseException] = []
+        paths: dict[str, Path] = {}
+        for digest, future in self._futures.items():
+            try:
+                paths[digest] = future.result()
+            except (ExternalToolError, OSError) as exc:
+                failures.append(exc)
+        if failures:
+            lines = [str(f) for f in failures[:MAX_LISTED_FAILURES]]
+            if len(failures) > MAX_LISTED_FAILURES:
+                lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more")
+            first = failures[0]
+            raise BlobCacheError(
+                first.digest if isinstance(first, BlobCacheError) else "",
+                f"{len(failures)} of {len(self._futures)} blobs could not be fetched:\n"
+                + "\n".join(lines),
+            )
+        return paths
 
 
 class BlobCache:
@@ -123,6 +166,19 @@ class BlobCache:
         When several items name one digest, their sources are all tried (in order of
         appearance). Every failure is reported together in one error, after the others finish.
         """
+        with self.prefetch(client, items, workers) as fetches:
+            return fetches.wait()
+
+    def prefetch(
+        self, client: RegistryClient, items: Iterable[BlobRef], workers: int = 8
+    ) -> Prefetch:
+        """Start fetching every blob in parallel (as `fetch_all`), in the order given; use the
+        result as a context manager, and take each blob with `path` as soon as it is there:
+
+            with cache.prefetch(client, refs) as fetches:
+                for ref in refs:
+                    apply(fetches.path(ref.digest))   # waits for that blob only
+        """
         sources: dict[str, list[str]] = {}
         sizes: dict[str, int] = {}
         for item in items:
@@ -134,31 +190,12 @@ class BlobCache:
                 )
             listed = sources.setdefault(item.digest, [])
             listed.extend(s for s in (*item.mirrors, item.repository) if s not in listed)
-        if not sources:
-            return {}
-        failures: list[BaseException] = []
-        paths: dict[str, Path] = {}
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {
-                digest: pool.submit(self._fetch, client, digest, sizes[digest], order)
-                for digest, order in sources.items()
-            }
-            for digest, future in futures.items():
-                try:
-                    paths[digest] = future.result()
-                except (ExternalToolError, OSError) as exc:
-                    failures.append(exc)
-        if failures:
-            lines = [str(f) for f in failures[:MAX_LISTED_FAILURES]]
-            if len(failures) > MAX_LISTED_FAILURES:
-                lines.append(f"... and {len(failures) - MAX_LISTED_FAILURES} more")
-            first = failures[0]
-            raise BlobCacheError(
-                first.digest if isinstance(first, BlobCacheError) else "",
-                f"{len(failures)} of {len(sources)} blobs could not be fetched:\n"
-                + "\n".join(lines),
-            )
-        return paths
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="blob")
+        futures = {
+            digest: pool.submit(self._fetch, client, digest, sizes[digest], order)
+            for digest, order in sources.items()
+        }
+        return Prefetch(pool, futures)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ import re
 import stat
 import tarfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
@@ -258,11 +258,12 @@ def apply_layer(
 
 def apply_image(
     rootfs: Path,
-    layers: Sequence[tuple[Path, str, str | None]],
+    layers: Iterable[tuple[Path, str, str | None]],
     *,
     policy: ExtractPolicy = ExtractPolicy(),
 ) -> list[LayerStats]:
     """Apply (blob, media type, diff_id or None) layers in order; creates `rootfs` if missing.
+    `layers` may be a generator: each layer is taken only when the one before is applied.
 
     A new `rootfs` is made 0755 (what "/" is in Docker's images) unless a layer says otherwise.
     """

@@ -17,12 +17,12 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blobcache import BlobCache, BlobRef
+from .blobcache import BlobCache, BlobRef, Prefetch
 from .errors import CheckFailed, ExternalToolError, UsageError
 from .extract import ExtractionError, apply_image, apply_layer
 from .fsutil import sha256_file
@@ -30,7 +30,7 @@ from .lock import Pinned
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
 from .registry.reference import parse_repository
 from .treecopy import copy_tree
-from .unpacked import Layer, UnpackedCache
+from .unpacked import Layer, UnpackedCache, chain_id_of
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,21 @@ class Part:
 
 @dataclass
 class Pulled:
-    """A platform manifest with its config and layers, in the blob cache."""
+    """A platform manifest and its config (both verified and cached); its layers, to fetch."""
 
     manifest_digest: str
     config_digest: str
-    layers: list[tuple[Path, str, str | None]]  # (blob, media type, diff_id)
+    layers: list[tuple[BlobRef, str, str | None]]  # (blob, media type, diff_id)
     record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diff_ids(self) -> list[str | None]:
+        return [diff_id for _, _, diff_id in self.layers]
+
+    def ready(self, fetches: Prefetch) -> Iterator[Layer]:
+        """The layers in order, each as soon as its blob is in the cache, verified."""
+        for ref, media_type, diff_id in self.layers:
+            yield fetches.path(ref.digest), media_type, diff_id
 
 
 def _repository_of(reference: str) -> str:
@@ -112,7 +121,8 @@ def _manifest(client: RegistryClient, repository: str, digest: str, mirrors: Seq
 def pull(
     client: RegistryClient, cache: BlobCache, pinned: Pinned, mirrors: Sequence[str]
 ) -> Pulled:
-    """Fetch one image's platform manifest, config and layers into the cache, all verified."""
+    """Fetch one image's platform manifest and config into the cache, verified; the layers
+    are fetched by the caller (`BlobCache.prefetch`), so that unpacking overlaps downloading."""
     repository = _repository_of(pinned.reference)
     manifest = _manifest(client, repository, pinned.platform_digest, mirrors)
     data = manifest.json()
@@ -126,13 +136,15 @@ def pull(
     layers = data.get("layers", [])
     if len(diff_ids) != len(layers):
         diff_ids = [None] * len(layers)
-    refs = [BlobRef(repository, layer["digest"], int(layer["size"]), mirrored) for layer in layers]
-    paths = cache.fetch_all(client, refs)
     return Pulled(
         manifest.digest,
         config_ref["digest"],
         [
-            (paths[layer["digest"]], layer["mediaType"], diff_id)
+            (
+                BlobRef(repository, layer["digest"], int(layer["size"]), mirrored),
+                layer["mediaType"],
+                diff_id,
+            )
             for layer, diff_id in zip(layers, diff_ids, strict=True)
         ],
         {
@@ -221,24 +233,15 @@ def _xattrs(path: str) -> dict[str, str]:
     }
 
 
-def _unpacked_tree(
-    unpacked: UnpackedCache, layers: Sequence[Layer], benchmark: Part
-) -> tuple[Path, bool] | None:
-    """The benchmark's unpacked tree from the cache (True: reused), made first when missing
-    and the disk has room; None when the image cannot be kept (no diff_ids) or no room."""
-    tree = unpacked.get(layers)
-    if tree is not None:
-        return tree, True
-    if unpacked.key(layers) is None:
-        return None
-    need = benchmark.pinned.size * EXPANSION
-    probe = unpacked.root if unpacked.root.exists() else unpacked.root.parent
+def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Part) -> bool:
+    """Whether the disk holds the benchmark unpacked twice: in the cache and in the rootfs."""
+    probe = unpacked.root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if shutil.disk_usage(probe).free < 2 * need:  # the tree, and the rootfs copied from it
+    if shutil.disk_usage(probe).free < 2 * benchmark.pinned.size * EXPANSION:
         log.info("not keeping the unpacked image: too little disk at %s", probe)
-        return None
-    return unpacked.build(layers), False
+        return False
+    return True
 
 
 def materialize(
@@ -254,38 +257,46 @@ def materialize(
     """Build the fused rootfs at `rootfs` (which must not exist or be empty); return the record
     of every digest used.
 
-    With `unpacked`, the benchmark image is extracted once into that cache (by chain ID) and
-    the rootfs is a copy of it: the next run with the same image only copies."""
+    Every layer of every image is downloaded in parallel, and each is unpacked as soon as it and
+    the ones before it are there. With `unpacked`, the benchmark image is extracted once into
+    that cache (by chain ID) and the rootfs is a copy of it: the next run only copies."""
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
     parts = [benchmark, *others]
     check_space(parts, cache, rootfs)
     pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
-    layers = pulled[benchmark.pinned.role].layers
+    image = pulled[benchmark.pinned.role]
+    refs = [ref for part in parts for ref, _, _ in pulled[part.pinned.role].layers]
     unpacked_record: dict[str, Any] | None = None
     try:
-        source = _unpacked_tree(unpacked, layers, benchmark) if unpacked else None
-        if source is not None:
-            tree, reused = source
-            unpacked_record = {"chainId": unpacked.key(layers) if unpacked else None,
-                               "reused": reused}  # fmt: skip
-            if rootfs.exists():
-                rootfs.rmdir()  # empty (checked above): copy_tree makes it, 0700 until done
-            rootfs.parent.mkdir(parents=True, exist_ok=True)
-            copy_tree(tree, rootfs, workers=2)
-        else:
-            rootfs.mkdir(parents=True, exist_ok=True)
-            rootfs.chmod(0o755)
-            apply_image(rootfs, layers)
-        for part in others:
-            staging = Path(tempfile.mkdtemp(prefix=f".{part.pinned.role}-", dir=rootfs.parent))
-            try:
-                os.chmod(staging, 0o700)  # holds root-only files while it exists
-                apply_image(staging / "rootfs", pulled[part.pinned.role].layers)
-                for provided in part.provides:
-                    fuse(rootfs, staging / "rootfs", provided, part.pinned.key)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+        with cache.prefetch(client, refs) as fetches:
+            tree = unpacked.get(image.diff_ids) if unpacked else None
+            if tree is not None:
+                unpacked_record = {"chainId": chain_id_of(image.diff_ids), "reused": True}
+            elif (
+                unpacked and unpacked.key(image.diff_ids) and _room_for_a_tree(unpacked, benchmark)
+            ):
+                tree = unpacked.build(image.diff_ids, image.ready(fetches))
+                unpacked_record = {"chainId": chain_id_of(image.diff_ids), "reused": False}
+            if tree is not None:
+                if rootfs.exists():
+                    rootfs.rmdir()  # empty (checked above): copy_tree makes it, 0700 until done
+                rootfs.parent.mkdir(parents=True, exist_ok=True)
+                copy_tree(tree, rootfs, workers=2)
+            else:
+                rootfs.mkdir(parents=True, exist_ok=True)
+                rootfs.chmod(0o755)
+                apply_image(rootfs, image.ready(fetches))
+            for part in others:
+                staging = Path(tempfile.mkdtemp(prefix=f".{part.pinned.role}-", dir=rootfs.parent))
+                try:
+                    os.chmod(staging, 0o700)  # holds root-only files while it exists
+                    apply_image(staging / "rootfs", pulled[part.pinned.role].ready(fetches))
+                    for provided in part.provides:
+                        fuse(rootfs, staging / "rootfs", provided, part.pinned.key)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+            fetches.wait()  # every blob the record names is in the cache, verified
     except (ExtractionError, ExternalToolError):
         if rootfs.exists():
             log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)

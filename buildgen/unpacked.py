@@ -33,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .extract import apply_image
@@ -47,12 +47,29 @@ SEAL_VERSION = 1
 STALE_SECONDS = 6 * 3600
 
 
+def chain_id_of(diff_ids: Sequence[str | None]) -> str | None:
+    """The chain ID of layers with these diff_ids, or None when one is unknown or not sha256."""
+    if not diff_ids or any(d is None or not d.startswith("sha256:") for d in diff_ids):
+        return None
+    return chain_id([d for d in diff_ids if d is not None])
+
+
 def chain_id(diff_ids: Sequence[str]) -> str:
     """The OCI chain ID of layers with these diff_ids (image-spec config.md, "ChainID")."""
     chain = diff_ids[0]
     for diff_id in diff_ids[1:]:
         chain = "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
     return chain
+
+
+def _checked(layers: Iterable[Layer], diff_ids: Sequence[str | None]) -> Iterator[Layer]:
+    """`layers`, each with the diff_id the key was made of (extraction verifies it)."""
+    count = 0
+    for (blob, media_type, _), diff_id in zip(layers, diff_ids, strict=False):
+        count += 1
+        yield blob, media_type, diff_id
+    if count != len(diff_ids):
+        raise ValueError(f"{count} layers for {len(diff_ids)} diff_ids")
 
 
 class UnpackedCache:
@@ -63,16 +80,14 @@ class UnpackedCache:
         self.limit = limit
 
     @staticmethod
-    def key(layers: Sequence[Layer]) -> str | None:
-        """The chain ID of `layers`, or None when a diff_id is unknown (then nothing is kept)."""
-        diff_ids = [diff_id for _, _, diff_id in layers]
-        if not diff_ids or any(d is None or not d.startswith("sha256:") for d in diff_ids):
-            return None
-        return chain_id([d for d in diff_ids if d is not None])
+    def key(diff_ids: Sequence[str | None]) -> str | None:
+        """The chain ID of layers with these diff_ids; None when one is unknown (then nothing
+        is kept)."""
+        return chain_id_of(diff_ids)
 
-    def get(self, layers: Sequence[Layer]) -> Path | None:
-        """The unpacked tree of `layers` when the cache has it, sealed; else None."""
-        key = self.key(layers)
+    def get(self, diff_ids: Sequence[str | None]) -> Path | None:
+        """The unpacked tree of the layers with these diff_ids when the cache has it, sealed."""
+        key = self.key(diff_ids)
         if key is None:
             return None
         tree, seal = self._paths(key)
@@ -85,9 +100,10 @@ class UnpackedCache:
         os.utime(seal)  # most recently used: evicted last
         return tree
 
-    def build(self, layers: Sequence[Layer]) -> Path:
-        """Extract `layers` into a new tree in the cache and seal it; its path."""
-        key = self.key(layers)
+    def build(self, diff_ids: Sequence[str | None], layers: Iterable[Layer]) -> Path:
+        """Extract `layers` (whose diff_ids these are, each checked as it is extracted) into a
+        new tree in the cache and seal it; its path."""
+        key = self.key(diff_ids)
         if key is None:
             raise ValueError("layers without diff_ids have no chain ID")
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -96,11 +112,12 @@ class UnpackedCache:
         tree, seal = self._paths(key)
         work = Path(tempfile.mkdtemp(prefix="tmp-", dir=self.root))
         try:
-            stats = apply_image(work / "tree", layers)  # the default policy, as without the cache
+            # The default policy, as without the cache; each layer is extracted as it comes.
+            stats = apply_image(work / "tree", _checked(layers, diff_ids))
             try:
                 os.rename(work / "tree", tree)
             except OSError:
-                if self.get(layers) is not None:
+                if self.get(diff_ids) is not None:
                     log.debug("unpacked %s: another process made it first", key)
                     return tree
                 # An unsealed tree under that name: a builder died between its rename and
@@ -117,7 +134,7 @@ class UnpackedCache:
                 {
                     "sealVersion": SEAL_VERSION,
                     "chainId": key,
-                    "diffIds": [diff_id for _, _, diff_id in layers],
+                    "diffIds": list(diff_ids),
                     "files": files,
                     "bytes": size,
                     "created": int(time.time()),

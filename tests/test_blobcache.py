@@ -183,6 +183,26 @@ def test_fetch_all_reports_every_failure_together(
     assert cache.has(present.digest, present.size)  # the others still completed
 
 
+def test_prefetch_hands_over_each_blob_as_it_lands(
+    registry: Registry, client: RegistryClient, tmp_path: Path
+) -> None:
+    repository = repo(registry, "prefetch")
+    first, second = push(client, repository, b"first" * 1000, b"second" * 1000)
+    missing = BlobRef(repository, digest(b"not there"), 9)
+    cache = BlobCache(tmp_path / "cache")
+    with cache.prefetch(client, [first, missing, second], workers=2) as fetches:
+        assert fetches.path(first.digest) == cache.path(first.digest)
+        assert cache.path(first.digest).read_bytes() == b"first" * 1000
+        with pytest.raises(BlobCacheError, match=missing.digest):
+            fetches.path(missing.digest)  # the failure of that blob, and of that blob only
+        assert fetches.path(second.digest).read_bytes() == b"second" * 1000
+        with pytest.raises(BlobCacheError, match="1 of 3 blobs could not be fetched"):
+            fetches.wait()
+        with pytest.raises(ValueError, match="not being fetched"):
+            fetches.path(digest(b"never asked for"))
+    assert leftovers(cache) == []
+
+
 def test_fetch_all_tries_every_repository_listing_a_digest(
     registry: Registry, client: RegistryClient, tmp_path: Path
 ) -> None:

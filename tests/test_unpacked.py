@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ from buildgen.unpacked import UnpackedCache, chain_id
 
 def blobs(tmp_path: Path, *layers: Layer) -> list[tuple[Path, str, str | None]]:
     return [(write_blob(tmp_path / "blobs", x.blob), x.media_type, x.diff_id) for x in layers]
+
+
+def ids(layers: list[tuple[Path, str, str | None]]) -> list[str | None]:
+    return [diff_id for _, _, diff_id in layers]
 
 
 def test_chain_id_is_the_oci_one() -> None:
@@ -33,13 +38,13 @@ def test_build_then_get_the_same_tree(tmp_path: Path) -> None:
         layer(f("bin", "x", 0o4755, uid=3)),
     )
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    assert cache.get(layers) is None
-    built = cache.build(layers)
-    assert cache.get(layers) == built
+    assert cache.get(ids(layers)) is None
+    built = cache.build(ids(layers), layers)
+    assert cache.get(ids(layers)) == built
     apply_image(tmp_path / "direct", layers)
     assert tree(built) == tree(tmp_path / "direct")
     assert hardlinks(built) == hardlinks(tmp_path / "direct")
-    key = cache.key(layers)
+    key = cache.key(ids(layers))
     assert key is not None and built.name == key.split(":")[1]
     seal = json.loads(built.with_name(built.name + ".json").read_text())
     assert seal["chainId"] == key and seal["files"] == 2
@@ -58,7 +63,7 @@ def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
     layers = blobs(tmp_path, layer(f("ok", "1")), layer(f("../escape", "x")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
     with pytest.raises(ExtractionError, match=r"'\.\.'"):
-        cache.build(layers)
+        cache.build(ids(layers), layers)
     assert list((tmp_path / "unpacked").iterdir()) == []
     assert not (tmp_path / "escape").exists()
 
@@ -66,32 +71,58 @@ def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
 def test_an_unsealed_tree_is_not_used_and_is_replaced(tmp_path: Path) -> None:
     layers = blobs(tmp_path, layer(f("a", "1")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    key = cache.key(layers)
+    key = cache.key(ids(layers))
     assert key is not None
     half = tmp_path / "unpacked" / key.split(":")[1]  # a builder died before its seal
     half.mkdir(parents=True)
     (half / "partial").write_text("?")
-    assert cache.get(layers) is None
-    built = cache.build(layers)
+    assert cache.get(ids(layers)) is None
+    built = cache.build(ids(layers), layers)
     assert sorted(p.name for p in built.iterdir()) == ["a"]
 
 
 def test_layers_without_diff_ids_are_not_kept(tmp_path: Path) -> None:
     [(blob, media_type, _)] = blobs(tmp_path, layer(f("a", "1")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    assert cache.key([(blob, media_type, None)]) is None
-    assert cache.get([(blob, media_type, None)]) is None
+    assert cache.key([None]) is None
+    assert cache.get([None]) is None
     with pytest.raises(ValueError):
-        cache.build([(blob, media_type, None)])
+        cache.build([None], [(blob, media_type, None)])
 
 
 def test_least_recently_used_trees_go_first(tmp_path: Path) -> None:
     images = [blobs(tmp_path, layer(f(f"file{i}", str(i) * 1000))) for i in range(3)]
     cache = UnpackedCache(tmp_path / "unpacked", limit=2500)  # room for two of 1,000 bytes
-    first, second = cache.build(images[0]), cache.build(images[1])
+    first, second = cache.build(ids(images[0]), images[0]), cache.build(ids(images[1]), images[1])
     os.utime(first.with_name(seal_name(first)), (1, 1))  # long unused
     os.utime(second.with_name(seal_name(second)), (2, 2))
-    assert cache.get(images[1]) == second  # a use makes it the most recent
-    third = cache.build(images[2])
-    assert cache.get(images[0]) is None and not first.exists()
-    assert cache.get(images[1]) == second and cache.get(images[2]) == third
+    assert cache.get(ids(images[1])) == second  # a use makes it the most recent
+    third = cache.build(ids(images[2]), images[2])
+    assert cache.get(ids(images[0])) is None and not first.exists()
+    assert cache.get(ids(images[1])) == second and cache.get(ids(images[2])) == third
+
+
+def test_layers_are_taken_one_at_a_time(tmp_path: Path) -> None:
+    # A generator of layers (materialize hands each over once its blob is downloaded) is
+    # consumed lazily: the first layer is applied before the second is asked for.
+    layers = blobs(tmp_path, layer(f("a", "1")), layer(f("b", "2")))
+    cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
+    seen: list[list[str]] = []
+
+    def lazily() -> Iterator[tuple[Path, str, str | None]]:
+        for item in layers:
+            work = [p for p in (tmp_path / "unpacked").glob("tmp-*/tree/*")]
+            seen.append(sorted(p.name for p in work))
+            yield item
+
+    built = cache.build(ids(layers), lazily())
+    assert seen == [[], ["a"]]
+    assert sorted(p.name for p in built.iterdir()) == ["a", "b"]
+
+
+def test_a_layer_count_that_does_not_match_the_diff_ids_is_refused(tmp_path: Path) -> None:
+    layers = blobs(tmp_path, layer(f("a", "1")), layer(f("b", "2")))
+    cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
+    with pytest.raises(ValueError, match="2 layers for 3 diff_ids"):
+        cache.build([*ids(layers), layers[0][2]], layers)
+    assert list((tmp_path / "unpacked").iterdir()) == []
