@@ -7,6 +7,7 @@ or registry failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -82,7 +83,18 @@ def main_inner(argv: list[str]) -> int:
 
 
 DEFAULT_UNPACKED_LIMIT = 20 * 10**9
+DEFAULT_LOCK_JOBS = 32
 _SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return value
 
 
 def _byte_size(text: str) -> int:
@@ -239,7 +251,11 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be pushed and tagged"
     )
     publish_.add_argument(
-        "--jobs", type=int, default=16, metavar="N", help="images published at once (default 16)"
+        "--jobs",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="images published at once (default 16)",
     )
     publish_.add_argument(
         "--lock", type=Path, metavar="PATH",
@@ -262,6 +278,11 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true", help="offline check; exit 1 when stale")
     mode.add_argument("--diff", metavar="OLD", help="Markdown diff against a path or git revision")
     lock.add_argument("--remote", action="store_true", help="with --check: ask the registry too")
+    lock.add_argument(
+        "--jobs", type=_positive_int, default=DEFAULT_LOCK_JOBS, metavar="N",
+        help=f"registry requests in flight at once (default {DEFAULT_LOCK_JOBS}): one HEAD per "
+        "image is mostly waiting, so more than publish's",
+    )  # fmt: skip
     lock.set_defaults(handler=_lock)
 
     resolve = verbs.add_parser(
@@ -515,10 +536,13 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
     return 0
 
 
-def _registry_options(args: argparse.Namespace) -> RegistryOptions:
+def _registry_options(args: argparse.Namespace, connections: int | None = None) -> RegistryOptions:
     from .registry import RegistryOptions
 
-    return RegistryOptions(insecure=tuple(args.insecure_registry), ca_bundle=args.ca_bundle)
+    options = RegistryOptions(insecure=tuple(args.insecure_registry), ca_bundle=args.ca_bundle)
+    if connections is not None:
+        options = dataclasses.replace(options, max_connections=connections)
+    return options
 
 
 def _publish(args: argparse.Namespace, _: list[str]) -> int:
@@ -532,7 +556,7 @@ def _publish(args: argparse.Namespace, _: list[str]) -> int:
     options = PublishOptions(jobs=args.jobs, dry_run=args.dry_run)
     log.info("publishing %d image(s) to %s from %d results file(s)", len(plan.images),
              plan.registry, len(results))  # fmt: skip
-    with RegistryClient(_registry_options(args)) as client:
+    with RegistryClient(_registry_options(args, args.jobs)) as client:
         outcomes = publish(plan, results, client, options, source, Progress())
     if args.dry_run:
         for outcome in outcomes:
@@ -588,8 +612,8 @@ def _lock(args: argparse.Namespace, _: list[str]) -> int:
         if args.remote:
             from .registry import RegistryClient
 
-            with RegistryClient(_registry_options(args)) as client:
-                findings += lock.check_remote(current, plan, client)
+            with RegistryClient(_registry_options(args, args.jobs)) as client:
+                findings += lock.check_remote(current, plan, client, workers=args.jobs)
         for finding in findings:
             sys.stdout.write(f"{finding}\n")
         if findings:
@@ -601,8 +625,8 @@ def _lock(args: argparse.Namespace, _: list[str]) -> int:
     from .registry import RegistryClient
 
     current = lock.read(path) if path.exists() else lock.empty(plan)
-    with RegistryClient(_registry_options(args)) as client:
-        changed = lock.update(current, plan, client)
+    with RegistryClient(_registry_options(args, args.jobs)) as client:
+        changed = lock.update(current, plan, client, workers=args.jobs)
     written = lock.write(path, current)
     note = "" if written else " (file unchanged)"
     log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)

@@ -268,7 +268,9 @@ def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
     return findings
 
 
-def check_remote(lock: Mapping[str, Any], plan: Plan, client: RegistryClient) -> list[Finding]:
+def check_remote(
+    lock: Mapping[str, Any], plan: Plan, client: RegistryClient, *, workers: int = 16
+) -> list[Finding]:
     """Every pinned digest still exists; tags that moved since are drift."""
     images: Mapping[str, Entry] = lock["images"]
     by_key = plan.all_images
@@ -295,7 +297,7 @@ def check_remote(lock: Mapping[str, Any], plan: Plan, client: RegistryClient) ->
             )
         return found
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return [f for group in pool.map(one, sorted(images)) for f in group]
 
 

@@ -93,6 +93,9 @@ def test_select_matching_nothing_warns() -> None:
         (["bake", "--dry-run", "--platform", "linux/x86_64"], "did you mean 'amd64'"),
         (["bake", "--dry-run", "--shard-size", "0"], "--jobs must be at least 1"),
         (["plan", "--", "--print"], "only for 'bake'"),
+        (["lock", "--jobs", "0"], "--jobs: not a positive whole number: '0'"),
+        (["publish", "--jobs", "x", "--from", "r.json"], "--jobs: not a positive whole number"),
+        (["materialize", "--rootfs", "r", "--unpacked-limit", "lots"], "not a size: 'lots'"),
     ],
 )
 def test_bad_input_is_exit_2(args: list[str], message: str) -> None:
@@ -100,6 +103,15 @@ def test_bad_input_is_exit_2(args: list[str], message: str) -> None:
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("0", 0), ("500M", 500 * 10**6), ("20G", 20 * 10**9), ("3gb", 3 * 10**9)]
+)
+def test_byte_sizes(text: str, size: int) -> None:
+    from buildgen.cli import _byte_size
+
+    assert _byte_size(text) == size
 
 
 def test_dry_run_needs_no_docker(tmp_path: Path) -> None:
