@@ -2,9 +2,12 @@
 
 One `RegistryClient` serves a whole run from many threads:
 
-- one shared `httpx.Client` (HTTP/1.1, keep-alive) whose pool holds `max_connections`, and a
-  semaphore of the same size around every request, so at most that many are in flight and
-  further callers queue instead of failing on a pool timeout;
+- one shared `httpx.Client` (HTTP/1.1, keep-alive) on the http.client transport of
+  `transport.py` (httpcore's pure-Python HTTP/1.1 cost most of the CPU of a small request),
+  whose pool keeps up to `max_connections` idle connections per host; httpx's own transport
+  serves the hosts an environment proxy (HTTP(S)_PROXY, ALL_PROXY, less NO_PROXY) applies to.
+  A semaphore of `max_connections` around every request bounds those in flight, so further
+  callers queue instead of failing on a pool timeout;
 - per registry host, the scheme and the auth challenge are learnt once (GET /v2/) and tokens are
   cached per scope set until shortly before they expire;
 - every request goes through the retry policy of `retry.py`;
@@ -70,6 +73,7 @@ from .retry import (
     is_transient_error,
     tls_error,
 )
+from .transport import ProxyRouter, StdlibTransport, environment_proxies
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,28 @@ def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
+def _default_transport(
+    context: ssl.SSLContext, limits: httpx.Limits, opts: RegistryOptions
+) -> httpx.BaseTransport:
+    """The StdlibTransport (see transport.py); requests that an environment proxy applies to
+    (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, less NO_PROXY) keep httpx's own transport, which
+    speaks to proxies."""
+    direct = StdlibTransport(
+        ssl_context=context,
+        timeout=opts.timeout,
+        max_idle=opts.max_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+    )
+    proxies = environment_proxies()
+    if not proxies:
+        return direct
+
+    def proxied(url: str) -> httpx.BaseTransport:
+        return httpx.HTTPTransport(verify=context, limits=limits, proxy=url)
+
+    return ProxyRouter(direct, proxies, proxied)
+
+
 def _error_details(response: httpx.Response) -> tuple[tuple[str, ...], str]:
     """The error codes of a registry's error body, and a short text of codes and messages."""
     codes: list[str] = []
@@ -212,7 +238,9 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """`transport` and `sleep` are for tests (e.g. an httpx.MockTransport, no real waits)."""
+        """`transport` and `sleep` are for tests (e.g. an httpx.MockTransport, no real waits);
+        without `transport`, requests go through transport.StdlibTransport (and httpx's own
+        transport for hosts an environment proxy applies to)."""
         self.options = options or RegistryOptions()
         opts = self.options
         self.policy = RetryPolicy(
@@ -233,16 +261,20 @@ class RegistryClient:
         self._ensured: set[tuple[str, str, str]] = set()
         self._ensure_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._ensure_lock = threading.Lock()
+        context = _ssl_context(opts.ca_bundle)
+        limits = httpx.Limits(
+            max_connections=opts.max_connections,
+            max_keepalive_connections=opts.max_connections,
+        )
         self._http = httpx.Client(
-            transport=transport,
-            verify=_ssl_context(opts.ca_bundle),
+            transport=(
+                transport if transport is not None else _default_transport(context, limits, opts)
+            ),
+            verify=context,
             timeout=httpx.Timeout(
                 connect=opts.timeout, read=opts.timeout, write=opts.timeout, pool=opts.timeout
             ),
-            limits=httpx.Limits(
-                max_connections=opts.max_connections,
-                max_keepalive_connections=opts.max_connections,
-            ),
+            limits=limits,
             headers={"User-Agent": f"buildgen/{__version__}"},
             follow_redirects=False,
         )
@@ -567,10 +599,12 @@ class RegistryClient:
         return httpx.URL(str(url)).path
 
     def _host(self, repo: Repository) -> _Host:
-        with self._hosts_lock:
-            host = self._hosts.get(repo.registry)
-            if host is None:
-                host = self._hosts[repo.registry] = _Host(repo.registry, repo.api_host)
+        host = self._hosts.get(repo.registry)  # hosts are only ever added
+        if host is None:
+            with self._hosts_lock:
+                host = self._hosts.get(repo.registry)
+                if host is None:
+                    host = self._hosts[repo.registry] = _Host(repo.registry, repo.api_host)
         if not host.ready:
             with host.lock:
                 if not host.ready:
@@ -661,7 +695,8 @@ class RegistryClient:
         with self._slots:
             self._count(kind)
             response = self._http.send(request)
-        log.debug("%s %s -> %d", request.method, self._path(request.url), response.status_code)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d", request.method, self._path(request.url), response.status_code)
         return response
 
     def _retry_sleep(self, retry: int, response: httpx.Response | None = None) -> None:
@@ -719,11 +754,11 @@ class RegistryClient:
         used_token: str | None = None
         same_host = url.startswith(host.base + "/")
         while True:
-            request_headers = dict(headers or {})
+            request_headers = headers
             if same_host:
                 auth, used_token = self._authorization(host, scopes)
                 if auth:
-                    request_headers["Authorization"] = auth
+                    request_headers = {**(headers or {}), "Authorization": auth}
             content: bytes | Iterable[bytes] | None = None
             if body is not None:
                 content = body if isinstance(body, bytes) else body()
@@ -760,7 +795,8 @@ class RegistryClient:
                     self._slots.release()
                 raise
             status = response.status_code
-            log.debug("%s %s -> %d", method, self._path(url), status)
+            if log.isEnabledFor(logging.DEBUG):  # _path parses the URL: not for nothing
+                log.debug("%s %s -> %d", method, self._path(url), status)
             if status in (401, 403) and same_host:
                 if not reauthenticated and self._reauthenticate(host, scopes, response, used_token):
                     reauthenticated = True

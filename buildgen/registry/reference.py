@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -43,6 +44,13 @@ def parse_repository(name: str) -> Repository:
     a one-component Docker Hub name gets the "library/" prefix. ValueError when malformed
     (including a tag or digest left on the name).
     """
+    return _parse_repository(name)
+
+
+# A pure function of the name, asked again for every request: the last few thousand names are
+# kept (errors are not cached, so a malformed name raises every time).
+@functools.lru_cache(maxsize=4096)
+def _parse_repository(name: str) -> Repository:
     first, sep, rest = name.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
         host, path = first, rest
