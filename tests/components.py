@@ -44,7 +44,9 @@ def start_registry(workdir: Path, port: int | None = None) -> Registry:
     config.write_text(
         "version: 0.1\n"
         "log: {level: warn}\n"
-        f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
+        # The blob descriptor cache is on in the config the registry is packaged with.
+        f"storage: {{cache: {{blobdescriptor: inmemory}}, filesystem: {{rootdirectory: {storage}}}, "
+        "delete: {enabled: true}}\n"
         f"http: {{addr: '127.0.0.1:{port}'}}\n"
     )
     log = (workdir / "registry.log").open("wb")
