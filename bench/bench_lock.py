@@ -29,7 +29,7 @@ runs in this process), because all three share this machine's CPUs.
 
 `--sweep 8,16,32,64` adds a table of `lock.update` alone (timed inside a child process, after
 its imports and plan) with `workers` = `RegistryOptions.max_connections` = K, cold and warm,
-on both paths: what the concurrency that `buildgen lock` hard-codes (16) costs or gains.
+on both paths: what other values of `buildgen lock --jobs` (default 32) cost or gain.
 
 Run: .venv/bin/python bench/bench_lock.py [--images N] [--repeat R] [--sweep K,K,...]
 """
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import resource
@@ -59,6 +58,7 @@ from synth import push_synthetic
 
 from buildgen import lock
 from buildgen.catalog import load_catalog
+from buildgen.cli import DEFAULT_LOCK_JOBS
 from buildgen.plan import make_plan
 from buildgen.registry import RegistryClient, RegistryOptions
 
@@ -280,9 +280,8 @@ def table(rows: list[Measured], out: Callable[[str], None]) -> None:
 
 
 def concurrency() -> int:
-    """Requests `buildgen lock` has in flight: lock.update's workers, capped by the pool."""
-    workers = inspect.signature(lock.update).parameters["workers"].default
-    return min(int(workers), RegistryOptions().max_connections)
+    """Requests `buildgen lock` has in flight: its --jobs default (workers and pool alike)."""
+    return DEFAULT_LOCK_JOBS
 
 
 def ceilings(rows: list[Measured], n: int) -> list[str]:
