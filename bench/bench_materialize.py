@@ -14,6 +14,8 @@ directories:
   rootfs, fuse the agent's /opt/agent);
 - buildgen warm: the same command again with the same cache (nothing to download, nothing to
   extract: the rootfs is a copy of the unpacked image), new rootfs;
+- the same two with `--overlay` (own cache): the rootfs is an overlay mount of the unpacked
+  image instead of a copy (when this process may mount; unmounted, untimed, after each);
 - the peer: `skopeo copy docker://... oci:DIR:tag` then `umoci raw unpack` of the benchmark
   image, new directories.
 
@@ -858,8 +860,29 @@ def materialize_args(lock: Path, rootfs: Path, cache: Path, record: Path) -> lis
     ]
 
 
-def buildgen(lock: Path, rootfs: Path, cache: Path, record: Path) -> Run:
-    return timed([sys.executable, "-m", "buildgen", *materialize_args(lock, rootfs, cache, record)])
+def buildgen(lock: Path, rootfs: Path, cache: Path, record: Path, *extra: str) -> Run:
+    command = [sys.executable, "-m", "buildgen", *materialize_args(lock, rootfs, cache, record)]
+    return timed([*command, *extra])
+
+
+def unmount(rootfs: Path) -> None:
+    """(untimed) Remove an --overlay rootfs's mount; its files stay in the cache's tree."""
+    subprocess.run([sys.executable, "-m", "buildgen", "materialize", "--unmount", "--rootfs",
+                    str(rootfs)], cwd=REPO, check=True, capture_output=True)  # fmt: skip
+
+
+def overlay_works(work: Path) -> str | None:
+    """None when this process can mount an overlay; else why not."""
+    from buildgen.overlay import OverlayUnavailable, overlay_mount
+    from buildgen.overlay import unmount as overlay_unmount
+
+    (work / "probe-lower").mkdir()
+    try:
+        overlay_mount(work / "probe-lower", work / "probe")
+    except OverlayUnavailable as exc:
+        return str(exc)
+    overlay_unmount(work / "probe")
+    return None
 
 
 def skopeo_copy(reference: str, oci: Path) -> Run:
@@ -1138,6 +1161,11 @@ def main() -> None:
                 Case("buildgen materialize, cold (empty cache)"),
                 Case("buildgen materialize, warm (cached blobs, unpacked image)"),
             )
+            cold_ov, warm_ov = (
+                Case("buildgen materialize --overlay, cold (empty cache)"),
+                Case("buildgen materialize --overlay, warm (cached blobs, unpacked image)"),
+            )
+            no_overlay = overlay_works(work)
             peer, skopeo, umoci = (
                 Case("skopeo copy + umoci raw unpack"),
                 Case("  of which skopeo copy"),
@@ -1168,8 +1196,25 @@ def main() -> None:
                     settle(warm_rootfs)
                     warm.runs.append(buildgen(lock, warm_rootfs, cache, work / "record.json"))
 
+                def run_cold_overlay(i: int = i) -> None:
+                    rootfs = work / f"buildgen-ov-{i}"
+                    settle(rootfs)
+                    cold_ov.runs.append(buildgen(lock, rootfs, work / f"cache-ov-{i}",
+                                                 work / "record.json", "--overlay"))  # fmt: skip
+                    unmount(rootfs)
+
+                def run_warm_overlay(i: int = i) -> None:
+                    rootfs = work / f"buildgen-ov-warm-{i}"
+                    settle(rootfs)
+                    warm_ov.runs.append(buildgen(lock, rootfs, work / f"cache-ov-{i}",
+                                                 work / "record.json", "--overlay"))  # fmt: skip
+                    unmount(rootfs)
+
+                overlay = [] if no_overlay else [run_cold_overlay, run_warm_overlay]
                 order = (
-                    [run_peer, run_cold, run_warm] if i % 2 == 0 else [run_cold, run_warm, run_peer]
+                    [run_peer, run_cold, run_warm, *overlay]
+                    if i % 2 == 0
+                    else [*overlay, run_cold, run_warm, run_peer]
                 )
                 for step in order:
                     log(f"run {i + 1}/{args.repeat}: {step.__name__[4:]}...")
@@ -1182,7 +1227,11 @@ def main() -> None:
                 # slow its file creation (ext4 skips recently freed inodes: see the doc above).
                 os.sync()
 
-            report(args, image, [cold, warm, peer, skopeo, umoci], verified, load_start)
+            overlay_cases = [] if no_overlay else [cold_ov, warm_ov]
+            report(args, image, [cold, warm, peer, skopeo, umoci, *overlay_cases], verified,
+                   load_start)  # fmt: skip
+            if no_overlay:
+                print(f"\n--overlay not measured: cannot mount an overlay here ({no_overlay}).")
             slower = cold.median > peer.median
             if args.profile == "always" or (args.profile == "auto" and slower):
                 profile(lock, work, client, registry.host, image)
@@ -1259,6 +1308,15 @@ def report(
         f"(cold / warm = {cold.median / warm.median:.2f}x on medians, "
         f"{cold.best / warm.best:.2f}x on best runs)."
     )
+    if len(cases) > 5:
+        cold_ov, warm_ov = cases[5], cases[6]
+        print(
+            f"With --overlay (the rootfs an overlay mount of the unpacked image): cold no slower "
+            f"than the peer: {verdict(cold_ov.median <= peer.median)} ({cold_ov.median:.1f} s "
+            f"vs {peer.median:.1f} s); warm at least 2x faster than cold: "
+            f"{verdict(warm_ov.median * 2 <= cold_ov.median)} "
+            f"({cold_ov.median / warm_ov.median:.1f}x)."
+        )
     print(f"Same rootfs (buildgen without /opt/agent vs umoci, run 1): {verified}")
 
 

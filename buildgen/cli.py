@@ -352,6 +352,18 @@ def _parser() -> argparse.ArgumentParser:
         "extracting its layers again",
     )
     materialize.add_argument(
+        "--overlay",
+        action="store_true",
+        help="make the rootfs an overlay mount of the unpacked image in the cache instead of a "
+        "copy (instant; needs CAP_SYS_ADMIN, else it copies); writes land in .DIR.overlay "
+        "beside it; remove it with --unmount",
+    )
+    materialize.add_argument(
+        "--unmount",
+        action="store_true",
+        help="unmount the overlay rootfs --rootfs DIR and remove its writable layer, then exit",
+    )
+    materialize.add_argument(
         "--from-env",
         action="store_true",
         help="take the references from EVAL_* variables, not the lockfile",
@@ -684,6 +696,14 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
     from .registry import RegistryClient
     from .unpacked import UnpackedCache
 
+    if args.unmount:
+        from .overlay import unmount
+
+        unmount(args.rootfs)
+        log.info("unmounted %s", args.rootfs)
+        return 0
+    if args.overlay and args.unpacked_limit == 0:
+        raise UsageError("--overlay mounts the unpacked image: it needs --unpacked-limit above 0")
     if args.from_env:
         platform = os.environ.get("EVAL_PLATFORM", args.platform or "")
         pinned = []
@@ -736,7 +756,7 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
         )
         record = materialize(client, parts[0], parts[1:], rootfs=args.rootfs,
                              cache=BlobCache(cache_root), mirrors=args.mirror,
-                             unpacked=unpacked)  # fmt: skip
+                             unpacked=unpacked, overlay=args.overlay)  # fmt: skip
     record["platform"] = platform
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if args.record:

@@ -27,6 +27,7 @@ from .errors import CheckFailed, ExternalToolError, UsageError
 from .extract import ExtractionError, apply_image, apply_layer
 from .fsutil import sha256_file
 from .lock import Pinned
+from .overlay import OverlayUnavailable, overlay_mount, unmount
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
 from .registry.reference import parse_repository
 from .treecopy import copy_tree
@@ -233,6 +234,24 @@ def _xattrs(path: str) -> dict[str, str]:
     }
 
 
+def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
+    """Make `rootfs` from an unpacked tree: an overlay mount of it, else a copy; which."""
+    if overlay:
+        try:
+            upper = overlay_mount(tree, rootfs)
+        except OverlayUnavailable as exc:
+            log.warning("--overlay: cannot mount an overlay (%s); copying the image instead", exc)
+        else:
+            log.info("%s is an overlay mount (writes go to %s); `buildgen materialize "
+                     "--unmount --rootfs %s` removes it", rootfs, upper, rootfs)  # fmt: skip
+            return "overlay"
+    if rootfs.exists():
+        rootfs.rmdir()  # empty (checked by the caller): copy_tree makes it, 0700 until done
+    rootfs.parent.mkdir(parents=True, exist_ok=True)
+    copy_tree(tree, rootfs, workers=2)
+    return "copy"
+
+
 def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Part) -> bool:
     """Whether the disk holds the benchmark unpacked twice: in the cache and in the rootfs."""
     probe = unpacked.root
@@ -253,13 +272,16 @@ def materialize(
     cache: BlobCache,
     mirrors: Sequence[str] = (),
     unpacked: UnpackedCache | None = None,
+    overlay: bool = False,
 ) -> dict[str, Any]:
     """Build the fused rootfs at `rootfs` (which must not exist or be empty); return the record
     of every digest used.
 
     Every layer of every image is downloaded in parallel, and each is unpacked as soon as it and
     the ones before it are there. With `unpacked`, the benchmark image is extracted once into
-    that cache (by chain ID) and the rootfs is a copy of it: the next run only copies."""
+    that cache (by chain ID) and the rootfs is a copy of it: the next run only copies. With
+    `overlay` too, the rootfs is an overlay mount of that tree instead of a copy (see
+    overlay.py), when this process may mount one; else it is a copy."""
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
     parts = [benchmark, *others]
@@ -278,11 +300,8 @@ def materialize(
             ):
                 tree = unpacked.build(image.diff_ids, image.ready(fetches))
                 unpacked_record = {"chainId": chain_id_of(image.diff_ids), "reused": False}
-            if tree is not None:
-                if rootfs.exists():
-                    rootfs.rmdir()  # empty (checked above): copy_tree makes it, 0700 until done
-                rootfs.parent.mkdir(parents=True, exist_ok=True)
-                copy_tree(tree, rootfs, workers=2)
+            if tree is not None and unpacked_record is not None:
+                unpacked_record["rootfs"] = _from_tree(tree, rootfs, overlay)
             else:
                 rootfs.mkdir(parents=True, exist_ok=True)
                 rootfs.chmod(0o755)
@@ -298,7 +317,9 @@ def materialize(
                     shutil.rmtree(staging, ignore_errors=True)
             fetches.wait()  # every blob the record names is in the cache, verified
     except (ExtractionError, ExternalToolError):
-        if rootfs.exists():
+        if unpacked_record and unpacked_record.get("rootfs") == "overlay":
+            unmount(rootfs)
+        elif rootfs.exists():
             log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)
         raise
     record: dict[str, Any] = {"platform": None, "images": {}}

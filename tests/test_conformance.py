@@ -5,6 +5,7 @@ daemon and registry, on the repo's own catalog."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,66 @@ def test_second_run_downloads_nothing(released: tuple[str, Path], tmp_path: Path
     assert "unpacked" not in json.loads(third.stdout)
     assert tree(tmp_path / "one") == tree(tmp_path / "two") == tree(tmp_path / "three")
     assert hardlinks(tmp_path / "one") == hardlinks(tmp_path / "two")
+
+
+def overlay_problem() -> str | None:
+    """None when this process can mount an overlay; else why not (CI must be able to)."""
+    import tempfile
+
+    from buildgen.overlay import OverlayUnavailable, overlay_mount, unmount
+
+    with tempfile.TemporaryDirectory() as scratch:
+        lower = Path(scratch, "lower")
+        lower.mkdir()
+        try:
+            overlay_mount(lower, Path(scratch, "merged"))
+        except OverlayUnavailable as exc:
+            return str(exc)
+        unmount(Path(scratch, "merged"))
+    return None
+
+
+def test_overlay_rootfs(released: tuple[str, Path], tmp_path: Path) -> None:
+    problem = overlay_problem()
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to mount an overlay: {problem}")
+        pytest.skip(f"cannot mount an overlay here: {problem}")
+    prefix, lock = released
+    args = ["materialize", "--lock", str(lock), "--benchmark", "swe-mini", "--task",
+            "django__django-11099", "--agent", "shell-agent", "--gateway", "mock-gateway",
+            "--platform", "linux/amd64", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    copy = buildgen(*args, "--rootfs", str(tmp_path / "copy"))
+    assert copy.returncode == 0, copy.stderr
+    assert json.loads(copy.stdout)["unpacked"]["rootfs"] == "copy"
+    mounted = tmp_path / "mounted"
+    result = buildgen(*args, "--rootfs", str(mounted), "--overlay")
+    assert result.returncode == 0, result.stderr
+    try:
+        assert json.loads(result.stdout)["unpacked"] == {
+            "chainId": json.loads(copy.stdout)["unpacked"]["chainId"],
+            "reused": True,
+            "rootfs": "overlay",
+        }
+        assert os.path.ismount(mounted)
+        assert tree(mounted) == tree(tmp_path / "copy")  # root-only paths included
+        assert hardlinks(mounted) == hardlinks(tmp_path / "copy")
+        image = f"{prefix}/evals/swe-mini--shell-agent:django__django-11099"
+        container = image_tree(exported(image, tmp_path / "container"))
+        crane = image_tree(mounted)
+        if "/etc" not in crane:
+            container.pop("/etc")
+        assert crane == container
+        # What a run writes lands in its own layer: the cached image is untouched.
+        [kept] = [p for p in (tmp_path / "cache" / "unpacked").iterdir() if p.is_dir()]
+        before = tree(kept)
+        (mounted / "tasks").chmod(0o755)
+        next(p for p in (mounted / "tasks").rglob("*") if p.is_file()).write_text("changed")
+        assert tree(kept) == before
+        assert any((tmp_path / ".mounted.overlay" / "upper" / "tasks").iterdir())
+    finally:
+        done = buildgen("materialize", "--unmount", "--rootfs", str(mounted))
+    assert done.returncode == 0, done.stderr
+    assert not mounted.exists() and not (tmp_path / ".mounted.overlay").exists()
+    again = buildgen("materialize", "--unmount", "--rootfs", str(mounted))
+    assert again.returncode == 3 and "not a mount point" in again.stderr
