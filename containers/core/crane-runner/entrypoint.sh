@@ -17,6 +17,9 @@
 # EVAL_MIRRORS         pull-through mirror registries tried first, space-separated (HOST[:PORT])
 # EVAL_INSECURE_REGISTRIES  registries allowed over plain http, space-separated (loopback is)
 # EVAL_CA_BUNDLE       a PEM bundle to verify registries with
+# EVAL_OVERLAY         1 (default): the rootfs is an overlay mount of the unpacked benchmark in
+#                      the cache when the container may mount (CAP_SYS_ADMIN), else a copy; 0:
+#                      always a copy
 # Registry credentials come from the Docker config (DOCKER_CONFIG), as for `buildgen publish`.
 #
 # Then: /opt/agent/install.sh is run inside the rootfs (chroot) when it is there and the rootfs
@@ -112,6 +115,9 @@ materialize() {
     for host in ${EVAL_INSECURE_REGISTRIES:-}; do set -- "$@" --insecure-registry "$host"; done
     set +f
     [ -z "${EVAL_CA_BUNDLE:-}" ] || set -- "$@" --ca-bundle "$EVAL_CA_BUNDLE"
+    # An overlay rootfs when this container may mount (it goes away with the container),
+    # else a copy of the unpacked image.
+    [ "${EVAL_OVERLAY:-1}" = 0 ] || set -- "$@" --overlay
     if [ "$mode" = env ]; then
         set -- "$@" --from-env
     else
