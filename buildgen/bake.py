@@ -82,15 +82,15 @@ def restrict(plan: Plan, options: BakeOptions) -> Plan:
     return plan
 
 
-def prepare(plan: Plan, options: BakeOptions) -> BakeRun:
+def prepare(plan: Plan, options: BakeOptions, *, part: Plan | None = None) -> BakeRun:
     """Render the plan's bake files into `options.out` (replacing the previous set whole).
 
     Images in `options.prebuilt` are not built: targets that build on them take them from the
-    registry by digest.
+    registry by digest. `part` is `restrict(plan, options)` when the caller has it already.
     """
     if options.shard_size < 1:
         raise UsageError("--jobs must be at least 1")
-    plan = restrict(plan, options)
+    plan = part if part is not None else restrict(plan, options)
     unchanged = tuple(i for i in plan.images if i.key in options.prebuilt)
     to_build = [i for i in plan.images if i.key not in options.prebuilt]
     try:

@@ -521,13 +521,13 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
 
         client = RegistryClient(_registry_options(args))
     try:
+        part = restrict(plan, options)  # this run's platform and shard
         if client is not None and not args.rebuild:
             from .incremental import published
 
-            part = restrict(plan, options)
             needed = {k: plan.all_images[k] for i in part.images for k in (i.key, *i.depends_on)}
             options = replace(options, prebuilt=published(needed.values(), client))
-        bake_run = prepare(plan, options)
+        bake_run = prepare(plan, options, part=part)
         pushing = {PushMode.DIGEST: "; pushing by digest", PushMode.STAGING: "; pushing under "
                    "staging tags", PushMode.NONE: ""}[push]  # fmt: skip
         log.info("%d image(s) to build in %d bake file(s) under %s, %d unchanged%s",

@@ -298,17 +298,7 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        repo, host = self._target(repository)
-        check_reference(reference)
-        url = self._url(host, repo, f"manifests/{reference}")
-        response = self._call(
-            "HEAD",
-            host,
-            url,
-            kind="HEAD manifest",
-            scopes=self._pull(repo),
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
+        _, url, response = self._manifest_request("HEAD", repository, reference)
         if response.status_code == 404:
             return None
         self._expect(response, (200,), "HEAD", url)
@@ -327,17 +317,7 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """A manifest or index, its bytes checked against the digest asked for or announced."""
-        repo, host = self._target(repository)
-        check_reference(reference)
-        url = self._url(host, repo, f"manifests/{reference}")
-        response = self._call(
-            "GET",
-            host,
-            url,
-            kind="GET manifest",
-            scopes=self._pull(repo),
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
+        repo, url, response = self._manifest_request("GET", repository, reference)
         if response.status_code == 404:
             raise self._not_found(response, "GET", url, f"manifest {repo}:{reference} not found")
         self._expect(response, (200,), "GET", url)
@@ -366,6 +346,23 @@ class RegistryClient:
         if not media_type or media_type in ("application/json", "application/octet-stream"):
             media_type = self._declared_media_type(data) or media_type
         return Manifest(digest=digest, media_type=media_type, data=data)
+
+    def _manifest_request(
+        self, method: str, repository: str, reference: str
+    ) -> tuple[Repository, str, httpx.Response]:
+        """A HEAD or GET of `repository`'s manifest `reference`, accepting all four types."""
+        repo, host = self._target(repository)
+        check_reference(reference)
+        url = self._url(host, repo, f"manifests/{reference}")
+        response = self._call(
+            method,
+            host,
+            url,
+            kind=f"{method} manifest",
+            scopes=self._pull(repo),
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        return repo, url, response
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """PUT exactly `data` under a tag or digest; returns its sha256 digest.
