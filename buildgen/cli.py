@@ -327,7 +327,8 @@ def _parser() -> argparse.ArgumentParser:
         "--cache",
         type=Path,
         metavar="DIR",
-        help="blob cache (default: $XDG_CACHE_HOME/buildgen or ~/.cache/buildgen)",
+        help="cache of blobs and unpacked images (default: $XDG_CACHE_HOME/buildgen or "
+        "~/.cache/buildgen)",
     )
     materialize.add_argument(
         "--mirror",
