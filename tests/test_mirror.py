@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import REPO, missing
 from hostile import d, f, layer, push_image, sym
@@ -163,3 +164,22 @@ def test_materialize_from_mirror_with_origin_stopped(mirrored: Mirrored, tmp_pat
     third = materialize(mirrored.env, "--rootfs", str(tmp_path / "three"), "--cache",
                         str(tmp_path / "cache-three"))  # fmt: skip
     assert third.returncode == 3, third.stderr
+
+
+def test_a_blob_missing_mid_run_fails_cleanly(mirrored: Mirrored, tmp_path: Path) -> None:
+    # The benchmark's second layer is gone from the registry: its first layer is unpacked while
+    # the blobs download, then the run fails, naming the blob, with no unpacked image kept and
+    # no partial blob in the cache.
+    repository = "mirror-test/benchmarks/bench"
+    with RegistryClient() as client:
+        manifest = client.get_manifest(f"{mirrored.origin.host}/{repository}", "1.0.0").json()
+    gone = manifest["layers"][1]["digest"]
+    deleted = httpx.delete(f"{mirrored.origin.url}/v2/{repository}/blobs/{gone}")
+    assert deleted.status_code == 202, deleted.text
+    cache = tmp_path / "cache"
+    result = materialize(mirrored.env, "--rootfs", str(tmp_path / "rootfs"), "--cache", str(cache))
+    assert result.returncode == 3, result.stderr
+    assert gone in result.stderr and "Traceback" not in result.stderr
+    assert list((cache / "unpacked").iterdir()) == []  # neither a tree nor a work directory
+    assert not [p for p in (cache / "tmp").iterdir()]  # no partial download left
+    assert not (cache / "blobs" / "sha256" / gone.split(":")[1]).exists()
