@@ -76,6 +76,7 @@ from .retry import (
 from .transport import ProxyRouter, StdlibTransport, environment_proxies
 
 log = logging.getLogger(__name__)
+_USER_AGENT = f"buildgen/{__version__}"
 
 CHUNK_SIZE = 1 << 16
 # A blob copied between repositories is kept in memory up to this size, on disk beyond it.
@@ -266,16 +267,17 @@ class RegistryClient:
             max_connections=opts.max_connections,
             max_keepalive_connections=opts.max_connections,
         )
+        chosen = transport if transport is not None else _default_transport(context, limits, opts)
+        # Manifest HEADs (one per image in `lock`) skip httpx on the direct transport.
+        self._quick = chosen if isinstance(chosen, StdlibTransport) else None
         self._http = httpx.Client(
-            transport=(
-                transport if transport is not None else _default_transport(context, limits, opts)
-            ),
+            transport=chosen,
             verify=context,
             timeout=httpx.Timeout(
                 connect=opts.timeout, read=opts.timeout, write=opts.timeout, pool=opts.timeout
             ),
             limits=limits,
-            headers={"User-Agent": f"buildgen/{__version__}"},
+            headers={"User-Agent": _USER_AGENT},
             follow_redirects=False,
         )
 
@@ -298,13 +300,25 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        _, url, response = self._manifest_request("HEAD", repository, reference)
-        if response.status_code == 404:
+        quick = self._quick_head(repository, reference)
+        if quick is not None:
+            status, headers = quick
+        else:
+            _, url, response = self._manifest_request("HEAD", repository, reference)
+            if response.status_code != 404:
+                self._expect(response, (200,), "HEAD", url)
+            status, headers = (
+                response.status_code,
+                {
+                    name: response.headers.get(name, "")
+                    for name in ("docker-content-digest", "content-length", "content-type")
+                },
+            )
+        if status == 404:
             return None
-        self._expect(response, (200,), "HEAD", url)
-        digest = response.headers.get("Docker-Content-Digest", "")
-        length = response.headers.get("Content-Length", "")
-        media_type = base_media_type(response.headers.get("Content-Type"))
+        digest = headers.get("docker-content-digest", "")
+        length = headers.get("content-length", "")
+        media_type = base_media_type(headers.get("content-type"))
         if not is_digest(digest) and is_digest(reference):
             digest = reference
         if not is_digest(digest) or not length.isdigit() or not media_type:
@@ -346,6 +360,29 @@ class RegistryClient:
         if not media_type or media_type in ("application/json", "application/octet-stream"):
             media_type = self._declared_media_type(data) or media_type
         return Manifest(digest=digest, media_type=media_type, data=data)
+
+    def _quick_head(self, repository: str, reference: str) -> tuple[int, dict[str, str]] | None:
+        """A manifest HEAD on the transport's fast path (see StdlibTransport.quick_head) when it
+        gives a plain answer (200 or 404); None means: do it the full way, with its auth
+        renewal, retries and errors."""
+        if self._quick is None:
+            return None
+        repo, host = self._target(repository)
+        if not host.ready:
+            return None
+        check_reference(reference)
+        url = self._url(host, repo, f"manifests/{reference}")
+        headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
+                   ("User-Agent", _USER_AGENT)]  # fmt: skip
+        auth, _ = self._authorization(host, self._pull(repo))
+        if auth:
+            headers.append(("Authorization", auth))
+        with self._slots:
+            answer = self._quick.quick_head(url, headers)
+        if answer is None or answer[0] not in (200, 404):
+            return None
+        self._count("HEAD manifest")
+        return answer
 
     def _manifest_request(
         self, method: str, repository: str, reference: str

@@ -53,6 +53,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 
@@ -260,6 +261,47 @@ class StdlibTransport(httpx.BaseTransport):
             conn.close()
             raise
         return self._response(key, conn, response, request)
+
+    def quick_head(
+        self, url: str, headers: list[tuple[str, str]]
+    ) -> tuple[int, dict[str, str]] | None:
+        """A HEAD without httpx's request and response objects, for the hot path of `lock`
+        (one HEAD per image): the status and headers (lower-case names), or None when anything
+        at all goes wrong, for the caller to send the request again the full way (a HEAD is
+        safe to repeat). Only an idle pooled connection is used: None when there is none."""
+        split = urllib.parse.urlsplit(url)
+        if split.scheme not in _DEFAULT_PORTS or not split.hostname:
+            return None
+        key: _Key = (split.scheme, split.hostname, split.port or _DEFAULT_PORTS[split.scheme])
+        with self._lock:
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            return None
+        expiry = self._keepalive_expiry
+        sock = conn.http.sock
+        if (
+            sock is None
+            or (expiry is not None and time.monotonic() - conn.idle_since > expiry)
+            or _readable(sock)
+        ):
+            conn.close()
+            return None
+        path = split.path + (f"?{split.query}" if split.query else "")
+        try:
+            connection = conn.http
+            connection.putrequest("HEAD", path, True, True)
+            for name, value in headers:
+                connection.putheader(name, value)
+            connection.endheaders()
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return None
+        found = {name.lower(): value for name, value in response.getheaders()}
+        self._release(key, conn, response)
+        return response.status, found
 
     def close(self) -> None:
         with self._lock:
