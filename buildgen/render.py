@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,17 @@ def _environment() -> jinja2.Environment:
 
 def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
     """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
+    # Thousands of per-task combinations share their agent and gateway: render each rule once.
+    rule = tuple((context, tuple(paths)) for context, paths in sources.items())
+    return _combination_dockerfile(rule).replace(_KEY_PLACEHOLDER, key, 1)
+
+
+_KEY_PLACEHOLDER = "\x00key\x00"
+
+
+@lru_cache(maxsize=256)
+def _combination_dockerfile(rule: tuple[tuple[str, tuple[Provided, ...]], ...]) -> str:
+    sources = dict(rule)
     steps = [
         (
             context,
@@ -88,7 +99,7 @@ def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provi
         )
     ]
     template = _environment().get_template("combination.Dockerfile.j2")
-    return template.render(key=key, steps=steps)
+    return template.render(key=_KEY_PLACEHOLDER, steps=steps)
 
 
 @dataclass(frozen=True)
