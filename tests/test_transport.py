@@ -490,6 +490,7 @@ def test_reset_then_reset_again_is_left_to_the_client_retry(registry: Registry) 
         FaultProxy(registry.host, rate=0.0) as proxy,
         RegistryClient(options(backoff=0.01)) as client,
     ):
+        client._quick = None  # the full path (the fast one falls back to it: see below)
         repo = unique(proxy.host, "resets")
         manifest = push_manifest(client, repo, "v1", b"resets")
         transport = client._http._transport
@@ -696,6 +697,7 @@ def test_a_reset_mid_response_is_retried_by_the_client(registry: Registry) -> No
     truncator = Truncator(registry.host)
     try:
         with RegistryClient(options(backoff=0.01)) as client:
+            client._quick = None  # the full path's retries (the fast path has its own test)
             repo = unique(truncator.host, "cut")
             layer = b"\x02" * 300_000
             manifest = push_manifest(client, repo, "v1", layer)
@@ -859,3 +861,29 @@ def test_transport_closes_idle_connections(scripted: Scripted) -> None:
     while time.monotonic() < deadline and scripted.closed == 0:
         time.sleep(0.01)
     assert scripted.closed == 1
+
+
+def test_manifest_fast_path_falls_back_to_the_full_one(registry: Registry) -> None:
+    # HEAD and GET of manifests skip httpx on an idle pooled connection; any trouble there
+    # (here a reset) sends the request again the full way, which retries as usual.
+    with (
+        FaultProxy(registry.host, rate=0.0) as proxy,
+        RegistryClient(options(backoff=0.01)) as client,
+    ):
+        repo = unique(proxy.host, "fast")
+        manifest = push_manifest(client, repo, "v1", b"fast")
+        digest = sha256_digest(manifest)
+        before = dict(client.stats)
+        head = client.head_manifest(repo, "v1")
+        assert head is not None and head.digest == digest and head.size == len(manifest)
+        assert client.get_manifest(repo, "v1").data == manifest
+        assert client.head_manifest(repo, "nope") is None
+        assert client.stats["HEAD manifest"] - before.get("HEAD manifest", 0) == 2
+        assert client.stats["retry"] == before.get("retry", 0)
+        for fault in ("reset", "reset", "503"):
+            proxy.inject(fault, 1)
+            assert client.get_manifest(repo, "v1").data == manifest
+            head = client.head_manifest(repo, "v1")
+            assert head is not None and head.digest == digest
+        with pytest.raises(RegistryError, match="not found"):
+            client.get_manifest(repo, "nope")  # a 404 to a GET: the full path says so

@@ -77,6 +77,8 @@ from .transport import ProxyRouter, StdlibTransport, environment_proxies
 
 log = logging.getLogger(__name__)
 _USER_AGENT = f"buildgen/{__version__}"
+# Manifests up to this size may take the fast path (registries refuse manifests over 4 MiB).
+MAX_QUICK_MANIFEST = 4 << 20
 
 CHUNK_SIZE = 1 << 16
 # A blob copied between repositories is kept in memory up to this size, on disk beyond it.
@@ -300,9 +302,9 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        quick = self._quick_head(repository, reference)
+        quick = self._quick_manifest("HEAD", repository, reference)
         if quick is not None:
-            status, headers = quick
+            status, headers, _ = quick
         else:
             _, url, response = self._manifest_request("HEAD", repository, reference)
             if response.status_code != 404:
@@ -331,12 +333,24 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """A manifest or index, its bytes checked against the digest asked for or announced."""
-        repo, url, response = self._manifest_request("GET", repository, reference)
-        if response.status_code == 404:
-            raise self._not_found(response, "GET", url, f"manifest {repo}:{reference} not found")
-        self._expect(response, (200,), "GET", url)
-        data = response.content
-        announced = response.headers.get("Docker-Content-Digest", "")
+        quick = self._quick_manifest("GET", repository, reference)
+        if quick is not None:
+            repo = parse_repository(repository)
+            url = self._url(self._host(repo), repo, f"manifests/{reference}")
+            status, headers, data = quick
+        else:
+            repo, url, response = self._manifest_request("GET", repository, reference)
+            if response.status_code == 404:
+                raise self._not_found(
+                    response, "GET", url, f"manifest {repo}:{reference} not found"
+                )
+            self._expect(response, (200,), "GET", url)
+            status, data = response.status_code, response.content
+            headers = {
+                name: response.headers.get(name, "")
+                for name in ("docker-content-digest", "content-type")
+            }
+        announced = headers.get("docker-content-digest", "")
         expected = reference if is_digest(reference) else None
         if expected is None and is_digest(announced):
             expected = announced
@@ -350,21 +364,23 @@ class RegistryClient:
                 raise RegistryError(
                     f"manifest {repo}@{reference} from {repo.registry} does not match "
                     f"{source}: expected {expected}, its bytes are {actual}",
-                    status=response.status_code,
+                    status=status,
                     code="DIGEST_INVALID",
                     method="GET",
                     path=self._path(url),
                 )
             digest = expected
-        media_type = base_media_type(response.headers.get("Content-Type"))
+        media_type = base_media_type(headers.get("content-type"))
         if not media_type or media_type in ("application/json", "application/octet-stream"):
             media_type = self._declared_media_type(data) or media_type
         return Manifest(digest=digest, media_type=media_type, data=data)
 
-    def _quick_head(self, repository: str, reference: str) -> tuple[int, dict[str, str]] | None:
-        """A manifest HEAD on the transport's fast path (see StdlibTransport.quick_head) when it
-        gives a plain answer (200 or 404); None means: do it the full way, with its auth
-        renewal, retries and errors."""
+    def _quick_manifest(
+        self, method: str, repository: str, reference: str
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """A manifest HEAD or GET on the transport's fast path (StdlibTransport.quick) when it
+        gives a plain answer (200, or 404 to a HEAD); None means: do it the full way, with its
+        auth renewal, retries and errors."""
         if self._quick is None:
             return None
         repo, host = self._target(repository)
@@ -378,10 +394,10 @@ class RegistryClient:
         if auth:
             headers.append(("Authorization", auth))
         with self._slots:
-            answer = self._quick.quick_head(url, headers)
-        if answer is None or answer[0] not in (200, 404):
+            answer = self._quick.quick(method, url, headers, max_body=MAX_QUICK_MANIFEST)
+        if answer is None or answer[0] not in ((200, 404) if method == "HEAD" else (200,)):
             return None
-        self._count("HEAD manifest")
+        self._count(f"{method} manifest")
         return answer
 
     def _manifest_request(

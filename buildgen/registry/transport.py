@@ -262,17 +262,20 @@ class StdlibTransport(httpx.BaseTransport):
             raise
         return self._response(key, conn, response, request)
 
-    def quick_head(
-        self, url: str, headers: list[tuple[str, str]]
-    ) -> tuple[int, dict[str, str]] | None:
-        """A HEAD without httpx's request and response objects, for the hot path of `lock`
-        (one HEAD per image): the status and headers (lower-case names), or None when anything
-        at all goes wrong, for the caller to send the request again the full way (a HEAD is
+    def quick(
+        self, method: str, url: str, headers: list[tuple[str, str]], *, max_body: int = 0
+    ) -> tuple[int, dict[str, str], bytes] | None:
+        """A HEAD or a small GET without httpx's request and response objects, for the hot
+        path of `lock` (one manifest request per image): status, headers (lower-case names)
+        and body, or None when anything at all goes wrong or the body would be larger than
+        `max_body`, for the caller to send the request again the full way (both methods are
         safe to repeat). Only an idle pooled connection is used: None when there is none."""
-        split = urllib.parse.urlsplit(url)
-        if split.scheme not in _DEFAULT_PORTS or not split.hostname:
+        scheme, _, rest = url.partition("://")
+        authority, slash, rest = rest.partition("/")
+        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
+        if scheme not in _DEFAULT_PORTS or not host or (not port.isdigit() and port):
             return None
-        key: _Key = (split.scheme, split.hostname, split.port or _DEFAULT_PORTS[split.scheme])
+        key: _Key = (scheme, host.strip("[]"), int(port) if port else _DEFAULT_PORTS[scheme])
         with self._lock:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
@@ -287,21 +290,24 @@ class StdlibTransport(httpx.BaseTransport):
         ):
             conn.close()
             return None
-        path = split.path + (f"?{split.query}" if split.query else "")
         try:
             connection = conn.http
-            connection.putrequest("HEAD", path, True, True)
+            connection.putrequest(method, slash + rest, True, True)
             for name, value in headers:
                 connection.putheader(name, value)
             connection.endheaders()
             response = connection.getresponse()
-            response.read()
+            length = response.length
+            if method != "HEAD" and (length is None or length > max_body):
+                conn.close()  # unread: the connection cannot carry another request
+                return None
+            body = response.read()
         except (OSError, http.client.HTTPException):
             conn.close()
             return None
         found = {name.lower(): value for name, value in response.getheaders()}
         self._release(key, conn, response)
-        return response.status, found
+        return response.status, found, body
 
     def close(self) -> None:
         with self._lock:
