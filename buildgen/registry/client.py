@@ -8,6 +8,9 @@ One `RegistryClient` serves a whole run from many threads:
   serves the hosts an environment proxy (HTTP(S)_PROXY, ALL_PROXY, less NO_PROXY) applies to.
   A semaphore of `max_connections` around every request bounds those in flight, so further
   callers queue instead of failing on a pool timeout;
+- manifest HEADs and GETs (one per image in `lock`) first try `StdlibTransport.quick` on an
+  idle pooled connection, without httpx's request and response objects; anything but a plain
+  answer (200, or 404 to a HEAD) is sent again the full way below;
 - per registry host, the scheme and the auth challenge are learnt once (GET /v2/) and tokens are
   cached per scope set until shortly before they expire;
 - every request goes through the retry policy of `retry.py`;
