@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import gc
 import gzip
 import hashlib
 import importlib
@@ -55,11 +56,12 @@ import re
 import stat
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, cast
+from typing import Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
 from .fsutil import sha256_file
@@ -270,10 +272,18 @@ def apply_image(
     if not rootfs.exists():
         rootfs.mkdir(parents=True)
         rootfs.chmod(0o755)
-    return [
-        apply_layer(rootfs, blob, media_type, expected_diff_id=diff_id, policy=policy)
-        for blob, media_type, diff_id in layers
-    ]
+    # Tens of thousands of tar headers make no reference cycles: without collections
+    # meanwhile, the interpreter does not walk them over and over.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return [
+            apply_layer(rootfs, blob, media_type, expected_diff_id=diff_id, policy=policy)
+            for blob, media_type, diff_id in layers
+        ]
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def tree(rootfs: Path) -> dict[str, TreeEntry]:
@@ -472,11 +482,62 @@ class _Prefetcher:
         pass
 
 
+class _Gunzip:
+    """A gzip stream (one member or several, as Go's reader and gzip.GzipFile take them),
+    decompressed by zlib alone: it checks each member's CRC-32 and length itself, so nothing
+    is computed twice (gzip.GzipFile computes the CRC again, in Python-level calls)."""
+
+    _MAGIC = b"\x1f\x8b"
+
+    def __init__(self, raw: _Readable) -> None:
+        self._raw = raw
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""  # compressed bytes read but not yet given to zlib
+        self._done = False
+        self._started = False
+
+    def read(self, size: int = -1, /) -> bytes:
+        while not self._done:
+            if self._inflate.eof:
+                rest = self._inflate.unused_data + self._pending
+                self._pending = b""
+                while len(rest) < 2:
+                    more = self._raw.read(_CHUNK)
+                    if not more:
+                        break
+                    rest += more
+                if not rest:
+                    self._done = True
+                    break
+                if not rest.startswith(self._MAGIC):
+                    raise gzip.BadGzipFile("Not a gzipped file: bytes after the last member")
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._pending = rest
+            data = self._pending or self._raw.read(_CHUNK)
+            self._pending = b""
+            if not self._started:
+                self._started = True
+                if data and not (self._MAGIC.startswith(data[:2]) and len(data) >= 2):
+                    raise gzip.BadGzipFile("Not a gzipped file (the media type says gzip)")
+            if not data:
+                if not self._inflate.eof:
+                    raise EOFError(
+                        "Compressed file ended before the end-of-stream marker was reached"
+                    )
+                continue
+            # At most _CHUNK out per call: a small blob must not inflate to gigabytes at once.
+            out = self._inflate.decompress(data, _CHUNK)
+            self._pending = self._inflate.unconsumed_tail  # (after a member: unused_data)
+            if out:
+                return out
+        return b""
+
+
 def _decompressor(compression: Compression, raw: _HashingReader, label: str) -> _Readable:
     if compression == "none":
         return raw
     if compression == "gzip":
-        return cast(_Readable, gzip.GzipFile(fileobj=cast(Any, raw), mode="rb"))
+        return _Gunzip(raw)
     try:  # Python 3.14+ has zstd in the standard library
         stdlib_zstd = importlib.import_module("compression.zstd")
     except ImportError:
@@ -899,10 +960,12 @@ class _Applier:
         return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), _xattrs(info))
 
     def _mark(self, parts: tuple[str, ...]) -> None:
-        path = ""
-        for part in parts:
-            path = f"{path}/{part}" if path else part
+        """Add the path and its ancestors to `upper`. An ancestor already there has its own
+        ancestors there too (nothing removes a path but with everything under it)."""
+        path = _join(parts)
+        while path and path not in self.upper:
             self.upper.add(path)
+            path = path.rpartition("/")[0]
 
     def _parent(self, parts: tuple[str, ...]) -> int:
         fd = self._walk(parts[:-1], create=True)

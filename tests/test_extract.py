@@ -26,6 +26,7 @@ import pytest
 from components import Registry
 from hostile import (
     MTIME,
+    OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
     Case,
     Entry,
@@ -985,3 +986,16 @@ def test_same_rootfs_as_umoci(
         "/data/keep",
         "/data/keep-link",
     }
+
+
+def test_multi_member_gzip_layers(tmp_path: Path) -> None:
+    # A gzip stream may be several members (pigz, concatenated writers): all of them are read.
+    tar = tar_bytes([d("a"), f("a/one", "1" * 5000), f("a/two", "2" * 5000)])
+    half = len(tar) // 2
+    blob = gz(tar[:half]) + gz(tar[half:])
+    path = write_blob(tmp_path / "blobs", blob)
+    apply_image(tmp_path / "rootfs", [(path, OCI_LAYER_GZIP, digest(tar))])
+    assert (tmp_path / "rootfs/a/two").read_text() == "2" * 5000
+    garbage = write_blob(tmp_path / "blobs", gz(tar) + b"garbage")
+    with pytest.raises(ExtractionError, match="Not a gzipped file"):
+        apply_image(tmp_path / "other", [(garbage, OCI_LAYER_GZIP, None)])
