@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
-from .fsutil import sha256_file
+from .fsutil import Xattrs, sha256_file, write_xattrs
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,6 @@ _TAIL_WINDOW = 64 << 10
 _BLOCK = tarfile.BLOCKSIZE
 # Chunks of _CHUNK bytes the reading thread may be ahead of the tar reader.
 _PREFETCH_CHUNKS = 8
-# xattr failures that mean "this file system or file type does not take it", which Docker and
-# containerd skip too; anything else is an error.
-_XATTR_UNSUPPORTED = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
 _BLOB_PATH = re.compile(r"^(?:(sha256)/([a-f0-9]{64})|(sha512)/([a-f0-9]{128}))$")
 
 
@@ -619,7 +616,7 @@ class _DirMeta:
     uid: int
     gid: int
     times: tuple[int, int] | None  # (atime_ns, mtime_ns); None leaves them as they fall
-    xattrs: list[tuple[str, bytes]] = field(default_factory=list)
+    xattrs: Xattrs = field(default_factory=list)
 
 
 def _split(name: str, what: str) -> tuple[str, ...]:
@@ -665,7 +662,7 @@ def _times(info: tarfile.TarInfo) -> tuple[int, int]:
     return (max(atime, mtime) if atime is not None else mtime), mtime
 
 
-def _xattrs(info: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+def _xattrs(info: tarfile.TarInfo) -> Xattrs:
     prefix = "SCHILY.xattr."
     # tarfile decodes PAX values as UTF-8 with surrogateescape: this gives the bytes back.
     return [
@@ -1068,21 +1065,13 @@ class _Applier:
         for child in os.listdir(fd):
             self._purge(fd, child, f"{rel}/{child}" if rel else child)
 
-    def _set_xattrs(self, target: int | str, xattrs: list[tuple[str, bytes]]) -> None:
+    def _set_xattrs(self, target: int | str, xattrs: Xattrs) -> None:
         """Set xattrs on an fd, or on a /proc/self/fd path without following its last link."""
-        if not self.policy.xattrs:
+        if not self.policy.xattrs or not xattrs:
             return
-        for key, value in xattrs:
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, key, value)
-                else:
-                    os.setxattr(target, key, value, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in _XATTR_UNSUPPORTED:
-                    raise
-                log.debug("%s: xattr %s not set: %s", self.label, key, exc.strerror)
-                self.stats.xattrs_skipped += 1
+        for key, exc in write_xattrs(target, xattrs):
+            log.debug("%s: xattr %s not set: %s", self.label, key, exc.strerror)
+            self.stats.xattrs_skipped += 1
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from .blobcache import BlobCache, BlobRef, Prefetch
 from .errors import CheckFailed, ExternalToolError, UsageError
 from .extract import ExtractionError, apply_image, apply_layer
-from .fsutil import sha256_file
+from .fsutil import read_xattrs, sha256_file
 from .lock import Pinned
 from .overlay import OverlayUnavailable, overlay_mount, unmount
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
@@ -158,11 +158,18 @@ def pull(
     )
 
 
-def check_space(parts: Sequence[Part], cache: BlobCache, rootfs: Path) -> None:
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists: where its free space can be asked."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_space(parts: Sequence[Part], rootfs: Path) -> None:
     """Refuse before pulling when the disk is clearly too small (sizes come from the lock)."""
     total = sum(part.pinned.size for part in parts)
     need = total * EXPANSION
-    probe = rootfs if rootfs.exists() else rootfs.parent
+    probe = _existing(rootfs)
     free = shutil.disk_usage(probe).free
     if free < need:
         raise CheckFailed(
@@ -209,9 +216,12 @@ def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
                     full = os.path.join(dirpath, name)
                     info = tar.gettarinfo(full, arcname=os.path.relpath(full, staging))
                     info.uname = info.gname = ""
-                    xattrs = _xattrs(full)
+                    xattrs = read_xattrs(full)
                     if xattrs:
-                        info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
+                        info.pax_headers = {
+                            f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
+                            for key, value in xattrs
+                        }
                     if info.isreg():
                         with open(full, "rb") as content:
                             tar.addfile(info, content)
@@ -221,17 +231,6 @@ def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
         apply_layer(rootfs, layer, TAR, digest=digest)
     finally:
         layer.unlink(missing_ok=True)
-
-
-def _xattrs(path: str) -> dict[str, str]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    return {
-        name: os.getxattr(path, name, follow_symlinks=False).decode("utf-8", "surrogateescape")
-        for name in names
-    }
 
 
 def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
@@ -254,9 +253,7 @@ def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
 
 def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Part) -> bool:
     """Whether the disk holds the benchmark unpacked twice: in the cache and in the rootfs."""
-    probe = unpacked.root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    probe = _existing(unpacked.root)
     if shutil.disk_usage(probe).free < 2 * benchmark.pinned.size * EXPANSION:
         log.info("not keeping the unpacked image: too little disk at %s", probe)
         return False
@@ -285,21 +282,20 @@ def materialize(
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
     parts = [benchmark, *others]
-    check_space(parts, cache, rootfs)
+    check_space(parts, rootfs)
     pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
     image = pulled[benchmark.pinned.role]
     refs = [ref for part in parts for ref, _, _ in pulled[part.pinned.role].layers]
     unpacked_record: dict[str, Any] | None = None
     try:
         with cache.prefetch(client, refs) as fetches:
-            tree = unpacked.get(image.diff_ids) if unpacked else None
+            chain = chain_id_of(image.diff_ids)  # None: the image cannot be kept unpacked
+            tree = unpacked.get(image.diff_ids) if unpacked and chain else None
             if tree is not None:
-                unpacked_record = {"chainId": chain_id_of(image.diff_ids), "reused": True}
-            elif (
-                unpacked and unpacked.key(image.diff_ids) and _room_for_a_tree(unpacked, benchmark)
-            ):
+                unpacked_record = {"chainId": chain, "reused": True}
+            elif unpacked and chain and _room_for_a_tree(unpacked, benchmark):
                 tree = unpacked.build(image.diff_ids, image.ready(fetches))
-                unpacked_record = {"chainId": chain_id_of(image.diff_ids), "reused": False}
+                unpacked_record = {"chainId": chain, "reused": False}
             if tree is not None and unpacked_record is not None:
                 unpacked_record["rootfs"] = _from_tree(tree, rootfs, overlay)
             else:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ExternalToolError
+from .fsutil import Xattrs, read_xattrs, write_xattrs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,7 +39,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Reading the source must not touch its atimes (the copy takes them from it): root may say so.
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _COPY_CHUNK = 1 << 30
-_XATTR_UNSUPPORTED = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 class CopyError(ExternalToolError):
@@ -64,7 +64,7 @@ class _PendingDir:
 
     path: str  # relative to the destination root ("" for the root)
     st: os.stat_result
-    xattrs: list[tuple[str, bytes]]
+    xattrs: Xattrs
 
 
 def copy_tree(source: Path, destination: Path, *, workers: int = 4) -> CopyStats:
@@ -124,7 +124,7 @@ class _Copier:
                 raise CopyError(f"cannot make {self.destination}: {exc.strerror}") from exc
             root = _DirPair(source_fd, os.dup(self.root_fd))
             try:
-                self.pending.append(_PendingDir("", os.fstat(source_fd), self._xattrs(source_fd)))
+                self.pending.append(_PendingDir("", os.fstat(source_fd), read_xattrs(source_fd)))
                 with ThreadPoolExecutor(self.workers, thread_name_prefix="copy") as pool:
                     futures: list[Future[None]] = []
                     self._copy_dir(root, "", pool, futures)
@@ -172,7 +172,7 @@ class _Copier:
                         os.close(child_source)
                         raise
                     child = _DirPair(child_source, child_target)
-                    self.pending.append(_PendingDir(path, st, self._xattrs(child_source)))
+                    self.pending.append(_PendingDir(path, st, read_xattrs(child_source)))
                     self._copy_dir(child, path, pool, futures)
                     self.stats.dirs += 1
                 elif stat.S_ISLNK(mode):
@@ -200,7 +200,7 @@ class _Copier:
                 target = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=pair.target_fd)
                 try:
                     _copy_bytes(source, target, st.st_size)
-                    self._metadata(target, st, self._xattrs(source))
+                    self._metadata(target, st, read_xattrs(source))
                 finally:
                     os.close(target)
             finally:
@@ -229,7 +229,7 @@ class _Copier:
                  follow_symlinks=False)  # fmt: skip
         self.stats.symlinks += 1
 
-    def _metadata(self, fd: int, st: os.stat_result, xattrs: list[tuple[str, bytes]]) -> None:
+    def _metadata(self, fd: int, st: os.stat_result, xattrs: Xattrs) -> None:
         os.fchown(fd, st.st_uid, st.st_gid)
         self._set_xattrs(fd, xattrs)
         os.fchmod(fd, stat.S_IMODE(st.st_mode))  # after chown, which clears setuid/setgid
@@ -250,39 +250,16 @@ class _Copier:
             finally:
                 os.close(fd)
 
-    # -- xattrs ----------------------------------------------------------------------------
+    def _source_xattrs(self, source_fd: int, name: str) -> Xattrs:
+        return read_xattrs(f"/proc/self/fd/{source_fd}/{name}")
 
-    def _xattrs(self, fd: int) -> list[tuple[str, bytes]]:
-        try:
-            names = os.listxattr(fd)
-        except OSError as exc:
-            if exc.errno in _XATTR_UNSUPPORTED:
-                return []
-            raise
-        return [(key, os.getxattr(fd, key)) for key in names]
-
-    def _source_xattrs(self, source_fd: int, name: str) -> list[tuple[str, bytes]]:
-        path = f"/proc/self/fd/{source_fd}/{name}"
-        try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError as exc:
-            if exc.errno in _XATTR_UNSUPPORTED:
-                return []
-            raise
-        return [(key, os.getxattr(path, key, follow_symlinks=False)) for key in names]
-
-    def _set_xattrs(self, target: int | str, xattrs: list[tuple[str, bytes]]) -> None:
-        for key, value in xattrs:
-            try:
-                if isinstance(target, int):
-                    os.setxattr(target, key, value)
-                else:
-                    os.setxattr(target, key, value, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in _XATTR_UNSUPPORTED:
-                    raise
-                with self._stats_lock:
-                    self.stats.xattrs_skipped += 1
+    def _set_xattrs(self, target: int | str, xattrs: Xattrs) -> None:
+        if not xattrs:
+            return
+        refused = write_xattrs(target, xattrs)
+        if refused:
+            with self._stats_lock:
+                self.stats.xattrs_skipped += len(refused)
 
 
 def _copy_bytes(source: int, target: int, size: int) -> None:

@@ -79,15 +79,9 @@ class UnpackedCache:
         self.root = root
         self.limit = limit
 
-    @staticmethod
-    def key(diff_ids: Sequence[str | None]) -> str | None:
-        """The chain ID of layers with these diff_ids; None when one is unknown (then nothing
-        is kept)."""
-        return chain_id_of(diff_ids)
-
     def get(self, diff_ids: Sequence[str | None]) -> Path | None:
         """The unpacked tree of the layers with these diff_ids when the cache has it, sealed."""
-        key = self.key(diff_ids)
+        key = chain_id_of(diff_ids)
         if key is None:
             return None
         tree, seal = self._paths(key)
@@ -103,7 +97,7 @@ class UnpackedCache:
     def build(self, diff_ids: Sequence[str | None], layers: Iterable[Layer]) -> Path:
         """Extract `layers` (whose diff_ids these are, each checked as it is extracted) into a
         new tree in the cache and seal it; its path."""
-        key = self.key(diff_ids)
+        key = chain_id_of(diff_ids)
         if key is None:
             raise ValueError("layers without diff_ids have no chain ID")
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -391,7 +391,7 @@ def test_mtimes(tmp_path: Path) -> None:
 
 # -- whiteouts -------------------------------------------------------------------------------
 
-BASE = layer(
+BASE_ENTRIES = (
     d("data"),
     f("data/keep", "keep"),
     f("data/old", "old"),
@@ -405,6 +405,7 @@ BASE = layer(
     f("lib/sub/x", "x"),
     sym("lib/link", "old"),
 )
+BASE = layer(*BASE_ENTRIES)
 
 
 def test_whiteout_of_a_file_and_of_a_directory(tmp_path: Path) -> None:
@@ -858,18 +859,7 @@ def oci_image() -> list[Layer]:
         f("ro/file", "read only", 0o444),
         d("run"),
         Entry("run/fifo", "fifo", mode=0o620, uid=0, gid=5),
-        d("data"),
-        f("data/keep", "keep"),
-        f("data/old", "old"),
-        d("data/gone"),
-        f("data/gone/a", "a"),
-        d("data/gone/deep", 0o700),
-        f("data/gone/deep/b", "b"),
-        d("lib"),
-        f("lib/old", "old"),
-        d("lib/sub"),
-        f("lib/sub/x", "x"),
-        sym("lib/link", "old"),
+        *BASE_ENTRIES,
         d("swap"),
         f("swap/file-to-dir", "f"),
         d("swap/dir-to-file"),

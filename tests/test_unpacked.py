@@ -12,7 +12,7 @@ import pytest
 from hostile import Layer, d, f, layer, sym, write_blob
 
 from buildgen.extract import ExtractionError, apply_image, hardlinks, tree
-from buildgen.unpacked import UnpackedCache, chain_id
+from buildgen.unpacked import UnpackedCache, chain_id, chain_id_of
 
 
 def blobs(tmp_path: Path, *layers: Layer) -> list[tuple[Path, str, str | None]]:
@@ -44,7 +44,7 @@ def test_build_then_get_the_same_tree(tmp_path: Path) -> None:
     apply_image(tmp_path / "direct", layers)
     assert tree(built) == tree(tmp_path / "direct")
     assert hardlinks(built) == hardlinks(tmp_path / "direct")
-    key = cache.key(ids(layers))
+    key = chain_id_of(ids(layers))
     assert key is not None and built.name == key.split(":")[1]
     seal = json.loads(built.with_name(built.name + ".json").read_text())
     assert seal["chainId"] == key and seal["files"] == 2
@@ -71,7 +71,7 @@ def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
 def test_an_unsealed_tree_is_not_used_and_is_replaced(tmp_path: Path) -> None:
     layers = blobs(tmp_path, layer(f("a", "1")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    key = cache.key(ids(layers))
+    key = chain_id_of(ids(layers))
     assert key is not None
     half = tmp_path / "unpacked" / key.split(":")[1]  # a builder died before its seal
     half.mkdir(parents=True)
@@ -84,7 +84,7 @@ def test_an_unsealed_tree_is_not_used_and_is_replaced(tmp_path: Path) -> None:
 def test_layers_without_diff_ids_are_not_kept(tmp_path: Path) -> None:
     [(blob, media_type, _)] = blobs(tmp_path, layer(f("a", "1")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    assert cache.key([None]) is None
+    assert chain_id_of([None]) is None
     assert cache.get([None]) is None
     with pytest.raises(ValueError):
         cache.build([None], [(blob, media_type, None)])

@@ -139,6 +139,17 @@ class _Host:
     challenge: Challenge | None = None
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """A manifest request's answer, from either path: headers have lower-case names."""
+
+    repo: Repository
+    url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
 class _StreamBroken(RegistryError):
     """The connection failed while a blob was being read (worth fetching again)."""
 
@@ -305,25 +316,12 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        quick = self._quick_manifest("HEAD", repository, reference)
-        if quick is not None:
-            status, headers, _ = quick
-        else:
-            _, url, response = self._manifest_request("HEAD", repository, reference)
-            if response.status_code != 404:
-                self._expect(response, (200,), "HEAD", url)
-            status, headers = (
-                response.status_code,
-                {
-                    name: response.headers.get(name, "")
-                    for name in ("docker-content-digest", "content-length", "content-type")
-                },
-            )
-        if status == 404:
+        answer = self._manifest_request("HEAD", repository, reference)
+        if answer.status == 404:
             return None
-        digest = headers.get("docker-content-digest", "")
-        length = headers.get("content-length", "")
-        media_type = base_media_type(headers.get("content-type"))
+        digest = answer.headers.get("docker-content-digest", "")
+        length = answer.headers.get("content-length", "")
+        media_type = base_media_type(answer.headers.get("content-type"))
         if not is_digest(digest) and is_digest(reference):
             digest = reference
         if not is_digest(digest) or not length.isdigit() or not media_type:
@@ -336,24 +334,9 @@ class RegistryClient:
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """A manifest or index, its bytes checked against the digest asked for or announced."""
-        quick = self._quick_manifest("GET", repository, reference)
-        if quick is not None:
-            repo = parse_repository(repository)
-            url = self._url(self._host(repo), repo, f"manifests/{reference}")
-            status, headers, data = quick
-        else:
-            repo, url, response = self._manifest_request("GET", repository, reference)
-            if response.status_code == 404:
-                raise self._not_found(
-                    response, "GET", url, f"manifest {repo}:{reference} not found"
-                )
-            self._expect(response, (200,), "GET", url)
-            status, data = response.status_code, response.content
-            headers = {
-                name: response.headers.get(name, "")
-                for name in ("docker-content-digest", "content-type")
-            }
-        announced = headers.get("docker-content-digest", "")
+        answer = self._manifest_request("GET", repository, reference)
+        repo, data = answer.repo, answer.body
+        announced = answer.headers.get("docker-content-digest", "")
         expected = reference if is_digest(reference) else None
         if expected is None and is_digest(announced):
             expected = announced
@@ -367,58 +350,47 @@ class RegistryClient:
                 raise RegistryError(
                     f"manifest {repo}@{reference} from {repo.registry} does not match "
                     f"{source}: expected {expected}, its bytes are {actual}",
-                    status=status,
+                    status=answer.status,
                     code="DIGEST_INVALID",
                     method="GET",
-                    path=self._path(url),
+                    path=self._path(answer.url),
                 )
             digest = expected
-        media_type = base_media_type(headers.get("content-type"))
+        media_type = base_media_type(answer.headers.get("content-type"))
         if not media_type or media_type in ("application/json", "application/octet-stream"):
             media_type = self._declared_media_type(data) or media_type
         return Manifest(digest=digest, media_type=media_type, data=data)
 
-    def _quick_manifest(
-        self, method: str, repository: str, reference: str
-    ) -> tuple[int, dict[str, str], bytes] | None:
-        """A manifest HEAD or GET on the transport's fast path (StdlibTransport.quick) when it
-        gives a plain answer (200, or 404 to a HEAD); None means: do it the full way, with its
-        auth renewal, retries and errors."""
-        if self._quick is None:
-            return None
-        repo, host = self._target(repository)
-        if not host.ready:
-            return None
-        check_reference(reference)
-        url = self._url(host, repo, f"manifests/{reference}")
-        headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
-                   ("User-Agent", _USER_AGENT)]  # fmt: skip
-        auth, _ = self._authorization(host, self._pull(repo))
-        if auth:
-            headers.append(("Authorization", auth))
-        with self._slots:
-            answer = self._quick.quick(method, url, headers, max_body=MAX_QUICK_MANIFEST)
-        if answer is None or answer[0] not in ((200, 404) if method == "HEAD" else (200,)):
-            return None
-        self._count(f"{method} manifest")
-        return answer
+    def _manifest_request(self, method: str, repository: str, reference: str) -> _Answer:
+        """A HEAD or GET of `repository`'s manifest `reference`, accepting all four types: 200,
+        or 404 to a HEAD (a 404 to a GET is NotFound, anything else an error).
 
-    def _manifest_request(
-        self, method: str, repository: str, reference: str
-    ) -> tuple[Repository, str, httpx.Response]:
-        """A HEAD or GET of `repository`'s manifest `reference`, accepting all four types."""
+        It is first tried on the transport's fast path (StdlibTransport.quick: an idle pooled
+        connection, without httpx's request and response objects); anything but a plain answer
+        there is sent again the full way, with its auth renewal, retries and errors."""
         repo, host = self._target(repository)
         check_reference(reference)
         url = self._url(host, repo, f"manifests/{reference}")
-        response = self._call(
-            method,
-            host,
-            url,
-            kind=f"{method} manifest",
-            scopes=self._pull(repo),
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
-        return repo, url, response
+        expected = (200, 404) if method == "HEAD" else (200,)
+        scopes = self._pull(repo)
+        if self._quick is not None:
+            headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
+                       ("User-Agent", _USER_AGENT)]  # fmt: skip
+            auth, _ = self._authorization(host, scopes)
+            if auth:
+                headers.append(("Authorization", auth))
+            with self._slots:
+                quick = self._quick.quick(method, url, headers, max_body=MAX_QUICK_MANIFEST)
+            if quick is not None and quick[0] in expected:
+                self._count(f"{method} manifest")
+                return _Answer(repo, url, *quick)
+        response = self._call(method, host, url, kind=f"{method} manifest", scopes=scopes,
+                              headers={"Accept": MANIFEST_ACCEPT})  # fmt: skip
+        if method == "GET" and response.status_code == 404:
+            raise self._not_found(response, "GET", url, f"manifest {repo}:{reference} not found")
+        self._expect(response, expected, method, url)
+        return _Answer(repo, url, response.status_code, dict(response.headers.items()),
+                       response.content)  # fmt: skip
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
         """PUT exactly `data` under a tag or digest; returns its sha256 digest.

@@ -276,19 +276,8 @@ class StdlibTransport(httpx.BaseTransport):
         if scheme not in _DEFAULT_PORTS or not host or (not port.isdigit() and port):
             return None
         key: _Key = (scheme, host.strip("[]"), int(port) if port else _DEFAULT_PORTS[scheme])
-        with self._lock:
-            idle = self._idle.get(key)
-            conn = idle.pop() if idle else None
+        conn = self._idle_connection(key)
         if conn is None:
-            return None
-        expiry = self._keepalive_expiry
-        sock = conn.http.sock
-        if (
-            sock is None
-            or (expiry is not None and time.monotonic() - conn.idle_since > expiry)
-            or _readable(sock)
-        ):
-            conn.close()
             return None
         try:
             connection = conn.http
@@ -323,13 +312,20 @@ class StdlibTransport(httpx.BaseTransport):
         self, key: _Key, timeouts: dict[str, float | None], request: httpx.Request
     ) -> tuple[_Conn, bool]:
         """An idle connection that is still open (True), else a new one (False)."""
+        conn = self._idle_connection(key)
+        if conn is None:
+            return self._connect(key, timeouts, request), False
+        return conn, True
+
+    def _idle_connection(self, key: _Key) -> _Conn | None:
+        """A pooled connection to `key` that is still open (closing the stale ones), or None."""
         expiry = self._keepalive_expiry
         while True:
             with self._lock:
                 idle = self._idle.get(key)
                 conn = idle.pop() if idle else None
             if conn is None:
-                return self._connect(key, timeouts, request), False
+                return None
             sock = conn.http.sock
             if (
                 sock is None
@@ -338,7 +334,7 @@ class StdlibTransport(httpx.BaseTransport):
             ):
                 conn.close()
                 continue
-            return conn, True
+            return conn
 
     def _release(self, key: _Key, conn: _Conn, response: http.client.HTTPResponse) -> None:
         """Pool a connection whose response was read to its end, if the server keeps it open."""
