@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import CheckFailed, UsageError
 from .fsutil import write_atomic
 
 if TYPE_CHECKING:  # `resolve` reads only the lockfile: it must not import the catalog models
     from .plan import Plan, PlannedImage
-    from .registry import RegistryClient
+    from .registry import Manifest, RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,23 @@ def write(path: Path, lock: Mapping[str, Any]) -> bool:
 
 
 def _entry(
-    client: RegistryClient, image: PlannedImage, digest: str | None, index: bytes | None = None
+    client: RegistryClient,
+    image: PlannedImage,
+    digest: str | None = None,
+    index: bytes | None = None,
+    *,
+    manifest: Manifest | None = None,
 ) -> Entry:
     """The lock entry of `image`, from the registry (its primary tag, or a known digest);
-    `index` is that digest's manifest when the caller has it in hand (publish just pushed it)."""
+    `index` is that digest's manifest when the caller has it in hand (publish just pushed it),
+    `manifest` the manifest its tag gave when the caller read it."""
+    from .platforms import platform_string
     from .registry import OCI_INDEX, Manifest, NotFound
-    from .results import platform_string
 
     reference = image.tags[0]
-    if index is not None and digest is not None:
+    if manifest is not None:
+        pass
+    elif index is not None and digest is not None:
         manifest = Manifest(digest, OCI_INDEX, index)
     else:
         try:
@@ -116,11 +124,9 @@ def _entry(
     inputs = None
     if manifest.is_index:
         inputs = (data.get("annotations") or {}).get(INPUTS_ANNOTATION)
-        for child in data.get("manifests", []):
+        for child in _platform_children(data):
             annotations = child.get("annotations") or {}
             platform = platform_string(child.get("platform") or {})
-            if annotations.get(ATTESTATION_ANNOTATION) or platform.startswith("unknown/"):
-                continue
             size = str(annotations.get(LAYERS_SIZE_ANNOTATION, ""))
             platforms[platform] = {
                 "digest": child["digest"],
@@ -139,6 +145,18 @@ def _entry(
     if image.provides:  # the fusion rule travels with the digests: crane mode needs no catalog
         entry["provides"] = [provided.to_json() for provided in image.provides]
     return entry
+
+
+def _platform_children(index: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The entries of an index that are platforms (not attestation manifests)."""
+    from .platforms import platform_string
+
+    return [
+        child
+        for child in index.get("manifests", [])
+        if not (child.get("annotations") or {}).get(ATTESTATION_ANNOTATION)
+        and not platform_string(child.get("platform") or {}).startswith("unknown/")
+    ]
 
 
 def _layers_size(client: RegistryClient, image: PlannedImage, child: Mapping[str, Any]) -> int:
@@ -176,35 +194,76 @@ def update(
     lock["catalogDigest"] = plan.catalog.digest
     images: dict[str, Entry] = lock["images"]
 
-    def one(image: PlannedImage) -> tuple[str, Entry | None]:
+    known = dict(known or {})
+    indexes = indexes or {}
+    # Images with no entry are read by tag at once (the index is verified against the
+    # registry's digest) rather than HEAD first; the others get a HEAD unless known.
+    new = [image for image in plan.images if image.key not in known and image.key not in images]
+    heads = [image for image in plan.images if image.key not in known and image.key in images]
+    got = client.get_manifests(_tags(new), workers=workers)
+    fetched: dict[str, Manifest] = dict(zip(_keys(new), _present(new, got), strict=True))
+    headed = client.head_manifests(_tags(heads), workers=workers)
+    known.update(zip(_keys(heads), (h.digest for h in _present(heads, headed)), strict=True))
+
+    def unchanged(image: PlannedImage) -> bool:
         current = images.get(image.key)
-        digest = (known or {}).get(image.key)
-        if digest is None and current is None:
-            # Nothing to compare with: read the index by tag at once (it is verified against
-            # the registry's digest) rather than HEAD first.
-            return image.key, _entry(client, image, None)
-        if digest is None:
-            head = client.head_manifest(image.repository, image.tag)
-            if head is None:
-                raise CheckFailed(f"{image.tags[0]} is not in the registry (publish it first)")
-            digest = head.digest
         provides = [provided.to_json() for provided in image.provides] or None
-        if (
+        return bool(
             current
-            and current.get("digest") == digest
+            and current.get("digest") == known[image.key]
             and current.get("reference") == image.tags[0]
             and current.get("provides") == provides
-        ):
-            return image.key, None
-        return image.key, _entry(client, image, digest, (indexes or {}).get(image.key))
+        )
 
+    def one(image: PlannedImage) -> Entry:
+        if image.key in fetched:
+            return _entry(client, image, manifest=fetched[image.key])
+        return _entry(client, image, known[image.key], indexes.get(image.key))
+
+    todo = [image for image in plan.images if image.key in fetched or not unchanged(image)]
+    # An entry needs more requests only when the index must be read, or lacks layer sizes.
+    offline = [image for image in todo if _complete(fetched.get(image.key))]
+    online = [image for image in todo if not _complete(fetched.get(image.key))]
+    entries = {image.key: one(image) for image in offline}
+    if online:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(online)))) as pool:
+            keys = [image.key for image in online]
+            entries.update(zip(keys, pool.map(one, online), strict=True))
     changed = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for key, entry in pool.map(one, plan.images):
-            if entry is not None:
-                images[key] = entry
-                changed.append(key)
+    for image in plan.images:  # in the plan's order
+        if image.key in entries:
+            images[image.key] = entries[image.key]
+            changed.append(image.key)
     return changed
+
+
+def _tags(images: Sequence[PlannedImage]) -> list[tuple[str, str]]:
+    return [(image.repository, image.tag) for image in images]
+
+
+def _keys(images: Sequence[PlannedImage]) -> list[str]:
+    return [image.key for image in images]
+
+
+_T = TypeVar("_T")
+
+
+def _present(images: Sequence[PlannedImage], found: Sequence[_T | None]) -> list[_T]:
+    """`found` (one per image), or CheckFailed naming the first image the registry lacks."""
+    for image, item in zip(images, found, strict=True):
+        if item is None:
+            raise CheckFailed(f"{image.tags[0]} is not in the registry (publish it first)")
+    return [item for item in found if item is not None]
+
+
+def _complete(manifest: Manifest | None) -> bool:
+    """Whether a lock entry can be made of `manifest` alone (an index with layer sizes)."""
+    if manifest is None or not manifest.is_index:
+        return False
+    return all(
+        str((child.get("annotations") or {}).get(LAYERS_SIZE_ANNOTATION, "")).isdigit()
+        for child in _platform_children(manifest.json())
+    )
 
 
 # -- checking --------------------------------------------------------------------------------
@@ -275,30 +334,31 @@ def check_remote(
     images: Mapping[str, Entry] = lock["images"]
     by_key = plan.all_images
 
-    def one(key: str) -> list[Finding]:
+    keys = sorted(images)
+    pins: list[tuple[str, str]] = []
+    tags: list[tuple[str, str]] = []
+    for key in keys:
         entry = images[key]
         image = by_key.get(key)
         repository = entry["reference"].rsplit(":", 1)[0] if image is None else image.repository
-        tag = entry["reference"].rsplit(":", 1)[1]
-        found: list[Finding] = []
-        if client.head_manifest(repository, entry["digest"]) is None:
-            found.append(
-                Finding("gone", key, f"{repository}@{entry['digest']} is not in the registry")
-            )
-        now = client.head_manifest(repository, tag)
-        if now is not None and now.digest != entry["digest"]:
+        pins.append((repository, entry["digest"]))
+        tags.append((repository, entry["reference"].rsplit(":", 1)[1]))
+    pinned = client.head_manifests(pins, workers=workers)
+    tagged = client.head_manifests(tags, workers=workers)
+    found: list[Finding] = []
+    for key, (repository, digest), there, now in zip(keys, pins, pinned, tagged, strict=True):
+        if there is None:
+            found.append(Finding("gone", key, f"{repository}@{digest} is not in the registry"))
+        if now is not None and now.digest != digest:
+            reference = images[key]["reference"]
             found.append(
                 Finding(
                     "drift",
                     key,
-                    f"{entry['reference']} now points at {now.digest[:19]}, "
-                    f"locked {entry['digest'][:19]}",
+                    f"{reference} now points at {now.digest[:19]}, locked {digest[:19]}",
                 )
             )
-        return found
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [f for group in pool.map(one, sorted(images)) for f in group]
+    return found
 
 
 # -- diffing ---------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from . import inputs, naming
 from .catalog import TASK_PLACEHOLDER, Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
 from .errors import UsageError
 from .naming import Axis
-from .render import render_combination_dockerfile
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +341,8 @@ def _combination(
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
         sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
+    from .render import render_combination_dockerfile  # jinja2: only combinations need it
+
     dockerfile = render_combination_dockerfile(key, sources)
     labels = _labels(catalog, key, version, None)
     digest = inputs.inputs_hash(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
+from typing import Any
 
 KNOWN_OS = ("linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos")
 KNOWN_ARCH = (
@@ -41,3 +43,11 @@ def platform_problem(platform: str) -> str | None:
                 f"platform {platform!r}: unknown variant {parts[2]!r} for {arch} (known: {allowed})"
             )
     return None
+
+
+def platform_string(platform: Mapping[str, Any]) -> str:
+    """os/arch[/variant] of an index entry's platform (or an image config)."""
+    parts = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
+    if platform.get("variant"):
+        parts.append(str(platform["variant"]))
+    return "/".join(parts)

@@ -20,6 +20,7 @@ from .errors import UsageError
 from .fsutil import write_atomic
 from .lock import layers_size
 from .plan import PlannedImage
+from .platforms import platform_string as platform_string
 from .registry import INDEX_TYPES, NotFound, RegistryClient, RegistryError
 from .render import PushMode, staging_tag
 
@@ -169,14 +170,6 @@ def load_results(paths: Sequence[Path]) -> list[Results]:
             raise UsageError(f"--from {path}: not a buildgen results file ({exc})") from None
         loaded.append(results)
     return loaded
-
-
-def platform_string(platform: Mapping[str, Any]) -> str:
-    """os/arch[/variant] of an index entry's platform."""
-    parts = [str(platform.get("os", "")), str(platform.get("architecture", ""))]
-    if platform.get("variant"):
-        parts.append(str(platform["variant"]))
-    return "/".join(parts)
 
 
 def split_index(index: Mapping[str, Any]) -> dict[str, PlatformResult]:

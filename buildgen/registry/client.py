@@ -31,7 +31,8 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NoReturn, TypeAlias
@@ -40,6 +41,7 @@ import httpx
 
 from buildgen import __version__
 
+from . import fanout
 from .auth import (
     Challenge,
     Credentials,
@@ -148,6 +150,18 @@ class _Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A manifest request, ready for either path."""
+
+    repo: Repository
+    host: _Host
+    reference: str
+    url: str
+    scopes: Scopes
+    headers: list[tuple[str, str]]
 
 
 class _StreamBroken(RegistryError):
@@ -283,6 +297,7 @@ class RegistryClient:
             max_connections=opts.max_connections,
             max_keepalive_connections=opts.max_connections,
         )
+        self._ssl_context = context
         chosen = transport if transport is not None else _default_transport(context, limits, opts)
         # Manifest HEADs (one per image in `lock`) skip httpx on the direct transport.
         self._quick = chosen if isinstance(chosen, StdlibTransport) else None
@@ -316,7 +331,31 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        answer = self._manifest_request("HEAD", repository, reference)
+        return self._descriptor(self._manifest_request("HEAD", repository, reference), reference)
+
+    def head_manifests(
+        self, items: Sequence[tuple[str, str]], *, workers: int = 16
+    ) -> list[Descriptor | None]:
+        """`head_manifest` of each (repository, reference), many at once (`_manifest_requests`)."""
+        answers = self._manifest_requests("HEAD", items, workers)
+        return [self._descriptor(a, ref) for a, (_, ref) in zip(answers, items, strict=True)]
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """A manifest or index, its bytes checked against the digest asked for or announced."""
+        return self._manifest(self._manifest_request("GET", repository, reference), reference)
+
+    def get_manifests(
+        self, items: Sequence[tuple[str, str]], *, workers: int = 16
+    ) -> list[Manifest | None]:
+        """`get_manifest` of each (repository, reference), many at once (`_manifest_requests`);
+        None where the registry does not have it."""
+        answers = self._manifest_requests("GET", items, workers, missing_ok=True)
+        return [
+            None if answer.status == 404 else self._manifest(answer, reference)
+            for answer, (_, reference) in zip(answers, items, strict=True)
+        ]
+
+    def _descriptor(self, answer: _Answer, reference: str) -> Descriptor | None:
         if answer.status == 404:
             return None
         digest = answer.headers.get("docker-content-digest", "")
@@ -327,14 +366,12 @@ class RegistryClient:
         if not is_digest(digest) or not length.isdigit() or not media_type:
             # Not every registry tells all on HEAD; the bytes do.
             try:
-                return self.get_manifest(repository, reference).descriptor
+                return self.get_manifest(str(answer.repo), reference).descriptor
             except NotFound:
                 return None
         return Descriptor(digest=digest, media_type=media_type, size=int(length))
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest:
-        """A manifest or index, its bytes checked against the digest asked for or announced."""
-        answer = self._manifest_request("GET", repository, reference)
+    def _manifest(self, answer: _Answer, reference: str) -> Manifest:
         repo, data = answer.repo, answer.body
         announced = answer.headers.get("docker-content-digest", "")
         expected = reference if is_digest(reference) else None
@@ -361,33 +398,129 @@ class RegistryClient:
             media_type = self._declared_media_type(data) or media_type
         return Manifest(digest=digest, media_type=media_type, data=data)
 
-    def _manifest_request(self, method: str, repository: str, reference: str) -> _Answer:
+    def _manifest_request(
+        self, method: str, repository: str, reference: str, *, missing_ok: bool = False
+    ) -> _Answer:
         """A HEAD or GET of `repository`'s manifest `reference`, accepting all four types: 200,
-        or 404 to a HEAD (a 404 to a GET is NotFound, anything else an error).
+        or 404 to a HEAD (or to a GET when `missing_ok`; else NotFound), anything else an error.
 
         It is first tried on the transport's fast path (StdlibTransport.quick: an idle pooled
         connection, without httpx's request and response objects); anything but a plain answer
         there is sent again the full way, with its auth renewal, retries and errors."""
+        prepared = self._prepare_manifest_request(method, repository, reference)
+        expected = (200, 404) if method == "HEAD" or missing_ok else (200,)
+        if self._quick is not None:
+            with self._slots:
+                quick = self._quick.quick(
+                    method, prepared.url, prepared.headers, max_body=MAX_QUICK_MANIFEST
+                )
+            if quick is not None and quick[0] in expected:
+                self._count(f"{method} manifest")
+                return _Answer(prepared.repo, prepared.url, *quick)
+        return self._manifest_request_full(method, prepared, expected)
+
+    def _manifest_requests(
+        self,
+        method: str,
+        items: Sequence[tuple[str, str]],
+        workers: int,
+        *,
+        missing_ok: bool = False,
+    ) -> list[_Answer]:
+        """`_manifest_request` of each (repository, reference), in order.
+
+        On the direct transport, all but the first are sent together from this thread
+        (`fanout.fetch_many`: up to `workers` connections, no thread per request); the first
+        goes alone, so that the host's auth challenge is known and its token fetched before.
+        Whatever the fan-out could not answer plainly, and everything on other transports, is
+        sent the full way by `workers` threads. The first error raised is raised here."""
+        answers: list[_Answer | None] = [None] * len(items)
+        expected = (200, 404) if method == "HEAD" or missing_ok else (200,)
+        if self._quick is not None and len(items) > 1:
+            answers[0] = self._manifest_request(method, *items[0], missing_ok=missing_ok)
+            self._fan_out(method, items, answers, expected, workers)
+        left = [index for index, answer in enumerate(answers) if answer is None]
+        if left:
+
+            def one(index: int) -> _Answer:
+                return self._manifest_request(method, *items[index], missing_ok=missing_ok)
+
+            with ThreadPoolExecutor(max(1, min(workers, len(left)))) as pool:
+                for index, answer in zip(left, pool.map(one, left), strict=True):
+                    answers[index] = answer
+        return [answer for answer in answers if answer is not None]
+
+    def _fan_out(
+        self,
+        method: str,
+        items: Sequence[tuple[str, str]],
+        answers: list[_Answer | None],
+        expected: tuple[int, ...],
+        workers: int,
+    ) -> None:
+        """Fill the unanswered `answers` that the fan-out answers plainly (see above)."""
+        todo: list[tuple[int, _Prepared, fanout.Request]] = []
+        for index, (repository, reference) in enumerate(items):
+            if answers[index] is not None:
+                continue
+            prepared = self._prepare_manifest_request(method, repository, reference)
+            split = urllib.parse.urlsplit(prepared.url)
+            scheme, hostname = split.scheme, split.hostname or ""
+            key = (scheme, hostname, split.port or (443 if scheme == "https" else 80))
+            try:
+                request = fanout.Request.build(key, method, split.path, prepared.headers)
+            except ValueError:
+                continue
+            todo.append((index, prepared, request))
+        if not todo:
+            return
+        slots = 0  # connections count against max_connections like any others
+        while slots < min(workers, len(todo)) and self._slots.acquire(blocking=slots == 0):
+            slots += 1
+        try:
+            results = fanout.fetch_many(
+                [request for _, _, request in todo],
+                concurrency=slots,
+                timeout=self.options.timeout,
+                ssl_context=self._ssl_context,
+                max_body=MAX_QUICK_MANIFEST,
+            )
+        finally:
+            for _ in range(slots):
+                self._slots.release()
+        for (index, prepared, _), result in zip(todo, results, strict=True):
+            if result is not None and result[0] in expected:
+                self._count(f"{method} manifest")
+                answers[index] = _Answer(prepared.repo, prepared.url, *result)
+
+    def _prepare_manifest_request(self, method: str, repository: str, reference: str) -> _Prepared:
         repo, host = self._target(repository)
         check_reference(reference)
         url = self._url(host, repo, f"manifests/{reference}")
-        expected = (200, 404) if method == "HEAD" else (200,)
         scopes = self._pull(repo)
+        headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
+                   ("User-Agent", _USER_AGENT)]  # fmt: skip
         if self._quick is not None:
-            headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
-                       ("User-Agent", _USER_AGENT)]  # fmt: skip
             auth, _ = self._authorization(host, scopes)
             if auth:
                 headers.append(("Authorization", auth))
-            with self._slots:
-                quick = self._quick.quick(method, url, headers, max_body=MAX_QUICK_MANIFEST)
-            if quick is not None and quick[0] in expected:
-                self._count(f"{method} manifest")
-                return _Answer(repo, url, *quick)
-        response = self._call(method, host, url, kind=f"{method} manifest", scopes=scopes,
-                              headers={"Accept": MANIFEST_ACCEPT})  # fmt: skip
-        if method == "GET" and response.status_code == 404:
-            raise self._not_found(response, "GET", url, f"manifest {repo}:{reference} not found")
+        return _Prepared(repo, host, reference, url, scopes, headers)
+
+    def _manifest_request_full(
+        self, method: str, prepared: _Prepared, expected: tuple[int, ...]
+    ) -> _Answer:
+        repo, url = prepared.repo, prepared.url
+        response = self._call(
+            method,
+            prepared.host,
+            url,
+            kind=f"{method} manifest",
+            scopes=prepared.scopes,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        if response.status_code == 404 and 404 not in expected:
+            message = f"manifest {repo}:{prepared.reference} not found"
+            raise self._not_found(response, "GET", url, message)
         self._expect(response, expected, method, url)
         return _Answer(repo, url, response.status_code, dict(response.headers.items()),
                        response.content)  # fmt: skip
