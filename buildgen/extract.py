@@ -42,29 +42,37 @@ are set with chown, so extraction runs as root (there is no rootless mode).
 
 from __future__ import annotations
 
-import collections
 import errno
 import gc
 import gzip
 import hashlib
 import importlib
-import io
 import logging
 import os
 import queue
 import re
 import stat
-import tarfile
 import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
 from .fsutil import Xattrs, sha256_file, write_xattrs
+from .tarstream import (
+    BLOCK_DEVICE,
+    CHAR,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR,
+    SYMLINK,
+    Entry,
+    TarError,
+    TarReader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +103,6 @@ _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CL
 _CHUNK = 1 << 20
 # Docker (and umoci, through the umask) give a parent directory the tar does not list 0755 root.
 _IMPLICIT_DIR_MODE = 0o755
-# Bytes of the uncompressed stream kept behind the read position: enough to look at the block
-# where tarfile stopped (it reads ahead at most one 10 KiB record), see `_check_end`.
-_TAIL_WINDOW = 64 << 10
-_BLOCK = tarfile.BLOCKSIZE
 # Chunks of _CHUNK bytes the reading thread may be ahead of the tar reader.
 _PREFETCH_CHUNKS = 8
 _BLOB_PATH = re.compile(r"^(?:(sha256)/([a-f0-9]{64})|(sha512)/([a-f0-9]{128}))$")
@@ -226,7 +230,7 @@ def apply_layer(
                 plain = _HashingReader(_decompressor(compression, raw, label), diff_algorithm)
                 # Reading, decompressing and hashing run in a thread of their own (zlib and
                 # hashlib release the GIL), ahead of the tar parsing and the writes.
-                with _Prefetcher(plain, raw, window=_TAIL_WINDOW) as feed:
+                with _Prefetcher(plain, raw) as feed:
                     applier.run(feed)
                     feed.drain()
             except Exception as exc:
@@ -236,7 +240,7 @@ def apply_layer(
                     _check_blob_digest(raw, digest, label, blob, cause=exc)
                 if isinstance(exc, ExtractionError):
                     raise
-                if isinstance(exc, (_StreamError, tarfile.TarError)):
+                if isinstance(exc, (_StreamError, TarError)):
                     raise ExtractionError(label, f"cannot read the layer: {exc}") from exc
                 raise
         if digest is not None:
@@ -361,8 +365,8 @@ class _HashingReader:
 
 class _Prefetcher:
     """Reads `plain` to its end in a thread, then drains `raw` (so both are hashed whole),
-    handing `plain`'s chunks to the tar reader; keeps the last `window` bytes handed out
-    (see `block`). Errors of the thread are raised in the reader, in stream order.
+    handing `plain`'s chunks to the tar reader (`chunk`). Errors of the thread are raised in
+    the reader, in stream order.
 
     Use as a context manager: leaving it stops the thread, after which `plain` and `raw` may
     be touched again (e.g. to drain `raw` and tell a corrupt blob from a bad tar).
@@ -370,18 +374,12 @@ class _Prefetcher:
 
     _END = object()
 
-    def __init__(self, plain: _HashingReader, raw: _HashingReader, *, window: int) -> None:
+    def __init__(self, plain: _HashingReader, raw: _HashingReader) -> None:
         self._plain = plain
         self._raw = raw
-        self._window = window
         self._queue: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="layer-reader", daemon=True)
-        self._chunk = memoryview(b"")
-        self._tail: collections.deque[bytes] = collections.deque()
-        self._tail_bytes = 0
-        self._taken = 0  # bytes taken from the thread
-        self.pos = 0  # bytes handed to the reader
         self.eof = False
 
     def __enter__(self) -> _Prefetcher:
@@ -412,71 +410,24 @@ class _Prefetcher:
             except queue.Full:
                 continue
 
-    def _next(self) -> bytes | None:
-        """The next chunk from the thread (kept in the tail too); None at the end."""
+    def chunk(self) -> bytes:
+        """The next chunk from the thread; b"" at the end."""
         if self.eof:
-            return None
+            return b""
         item = self._queue.get()
         if item is self._END:
             self.eof = True
-            return None
+            return b""
         if isinstance(item, BaseException):
             self.eof = True
             raise item
         assert isinstance(item, bytes)
-        self._taken += len(item)
-        self._tail.append(item)
-        self._tail_bytes += len(item)
-        # Keep at least `window` bytes before the newest chunk: tarfile may have buffered
-        # that much past where it stopped (`_check_end` looks there).
-        while (
-            len(self._tail) > 1
-            and self._tail_bytes - len(self._tail[0]) - len(self._tail[-1]) >= self._window
-        ):
-            self._tail_bytes -= len(self._tail.popleft())
         return item
-
-    def read(self, size: int = -1, /) -> bytes:
-        if not self._chunk:
-            chunk = self._next()
-            if chunk is None:
-                return b""
-            self._chunk = memoryview(chunk)
-        if size < 0 or size >= len(self._chunk):
-            data, self._chunk = self._chunk, memoryview(b"")
-        else:
-            data, self._chunk = self._chunk[:size], self._chunk[size:]
-        self.pos += len(data)
-        return bytes(data)
 
     def drain(self) -> None:
         """Let the thread finish the stream (both hashes complete)."""
-        while self._next() is not None:
+        while self.chunk():
             pass
-
-    def block(self, offset: int, size: int) -> bytes:
-        """The bytes at `offset` (at most `size`, fewer at the end), reading on if needed;
-        reading on does not hand those bytes to `read`: this is for looking at the end."""
-        while self._taken < offset + size and self._next() is not None:
-            pass
-        start = self._taken - self._tail_bytes
-        if offset < start:
-            raise _StreamError(f"offset {offset} is no longer buffered")
-        data = b"".join(self._tail)
-        return data[offset - start : offset - start + size]
-
-    # tarfile's file-object protocol; it only ever reads from a stream opened "r|".
-    def write(self, data: bytes, /) -> int:
-        raise io.UnsupportedOperation("write")
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, pos: int, /) -> int:
-        raise io.UnsupportedOperation("seek")
-
-    def close(self) -> None:
-        pass
 
 
 class _Gunzip:
@@ -587,20 +538,6 @@ def _algorithm(digest: str) -> str:
     return algorithm
 
 
-def _check_end(plain: _Prefetcher, offset: int) -> None:
-    """Refuse a tar stream that tarfile stopped reading early.
-
-    tarfile ends an archive silently at a header it cannot parse (a bad checksum, a truncated
-    block) once past the first member; Docker's Go reader fails instead. So the block where it
-    stopped must be the end-of-archive marker (zeros), or the stream must simply end there.
-    """
-    data = plain.block(offset, 2 * _BLOCK)
-    if data.strip(b"\0"):
-        raise _StreamError(
-            f"invalid or truncated tar header at offset {offset} (not the end-of-archive marker)"
-        )
-
-
 # -- the extraction --------------------------------------------------------------------------
 
 
@@ -643,36 +580,13 @@ def _kind(mode: int) -> str:
     return "socket"
 
 
-def _ns(text: str | None) -> int | None:
-    """A PAX time ("1700000000.123456789") in nanoseconds, exactly (a float would round)."""
-    if text is None:
-        return None
-    try:
-        return int(Decimal(text).scaleb(9).to_integral_value(ROUND_FLOOR))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _times(info: tarfile.TarInfo) -> tuple[int, int]:
+def _times(entry: Entry) -> tuple[int, int]:
     """(atime_ns, mtime_ns) as Docker sets them: atime is never before mtime."""
-    mtime = _ns(info.pax_headers.get("mtime"))
-    if mtime is None:
-        mtime = int(info.mtime) * 1_000_000_000
-    atime = _ns(info.pax_headers.get("atime"))
+    mtime, atime = entry.mtime_ns, entry.atime_ns
     return (max(atime, mtime) if atime is not None else mtime), mtime
 
 
-def _xattrs(info: tarfile.TarInfo) -> Xattrs:
-    prefix = "SCHILY.xattr."
-    # tarfile decodes PAX values as UTF-8 with surrogateescape: this gives the bytes back.
-    return [
-        (key[len(prefix) :], value.encode("utf-8", "surrogateescape"))
-        for key, value in info.pax_headers.items()
-        if key.startswith(prefix) and len(key) > len(prefix)
-    ]
-
-
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -716,33 +630,14 @@ class _Applier:
 
     def run(self, plain: _Prefetcher) -> None:
         """Apply every entry of the tar stream `plain`."""
-        try:
-            with tarfile.open(
-                fileobj=plain, mode="r|", encoding="utf-8", errors="surrogateescape"
-            ) as tf:
-                self._entries(tf, plain)
-        except tarfile.ReadError:
-            if plain.eof and plain.pos == 0:
-                return  # an empty stream: an empty layer, as Go's tar reader (Docker) takes it
-            raise
-
-    def _entries(self, tf: tarfile.TarFile, plain: _Prefetcher) -> None:
-        while True:
-            info = tf.next()
-            # A TarFile remembers every member it has read (for random access we never use);
-            # forgetting them keeps memory flat on layers with millions of entries.
-            members: list[tarfile.TarInfo] | None = getattr(tf, "members", None)
-            if members is not None:
-                members.clear()
-            if info is None:
-                break
+        reader = TarReader(plain.chunk)
+        while (entry := reader.next()) is not None:
             try:
-                self.entry(info, tf)
+                self.entry(entry, reader)
             except _Refused as exc:
-                raise ExtractionError(self.label, str(exc), entry=info.name) from None
+                raise ExtractionError(self.label, str(exc), entry=entry.name) from None
             except (OSError, ValueError, OverflowError) as exc:
-                raise ExtractionError(self.label, _describe(exc), entry=info.name) from exc
-        _check_end(plain, tf.offset)
+                raise ExtractionError(self.label, _describe(exc), entry=entry.name) from exc
 
     def finish(self) -> None:
         """Give every directory of this layer its owner, mode and times, deepest first."""
@@ -771,7 +666,7 @@ class _Applier:
 
     # -- entries ---------------------------------------------------------------------------
 
-    def entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+    def entry(self, info: Entry, reader: TarReader) -> None:
         parts = _split(info.name, "the name")
         if len(parts) > self.policy.max_depth:
             raise _Refused(f"the name has more than {self.policy.max_depth} components")
@@ -780,23 +675,24 @@ class _Applier:
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             self._whiteout(parts)
             return
+        kind = info.type
         if not parts:
             # The root itself ("./"): it may only get new metadata, never be replaced.
-            if not info.isdir():
+            if kind != DIRECTORY:
                 raise _Refused("the root directory can only be listed as a directory")
             self.dirs[""] = self._dir_meta(info)
             return
-        if info.isreg():
-            self._file(parts, info, tf)
-        elif info.isdir():
+        if kind == REGULAR:
+            self._file(parts, info, reader)
+        elif kind == DIRECTORY:
             self._dir(parts, info)
-        elif info.issym():
+        elif kind == SYMLINK:
             self._symlink(parts, info)
-        elif info.islnk():
+        elif kind == HARDLINK:
             self._hardlink(parts, info)
-        elif info.isfifo():
+        elif kind == FIFO:
             self._fifo(parts, info)
-        elif info.ischr() or info.isblk():
+        elif kind in (CHAR, BLOCK_DEVICE):
             if self.policy.devices == "refuse":
                 raise _Refused(
                     "device nodes are refused (a container runtime provides /dev); "
@@ -809,20 +705,20 @@ class _Applier:
             raise _Refused(f"unsupported tar entry type {info.type!r}")
         self._mark(parts)
 
-    def _file(self, parts: tuple[str, ...], info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
-        source = tf.extractfile(info)
-        if source is None:  # cannot happen for a regular file; keeps the types honest
-            raise _Refused("no data for a regular file")
+    def _file(self, parts: tuple[str, ...], info: Entry, reader: TarReader) -> None:
         parent = self._parent(parts)
         try:
-            self._clear(parent, parts, keep_dir=False)
-            fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            try:  # most names are new: no lstat first
+                fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+            except FileExistsError:
+                self._clear(parent, parts, keep_dir=False)
+                fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
             try:
-                while chunk := source.read(_CHUNK):
-                    _write_all(fd, chunk)
-                    self.stats.bytes += len(chunk)
+                for piece in reader.data(_CHUNK):
+                    _write_all(fd, piece)
+                self.stats.bytes += info.size
                 os.fchown(fd, info.uid, info.gid)
-                self._set_xattrs(fd, _xattrs(info))
+                self._set_xattrs(fd, info.xattrs)
                 os.fchmod(fd, info.mode & 0o7777)
                 os.utime(fd, ns=_times(info))
             finally:
@@ -831,7 +727,7 @@ class _Applier:
             os.close(parent)
         self.stats.files += 1
 
-    def _dir(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+    def _dir(self, parts: tuple[str, ...], info: Entry) -> None:
         parent = self._parent(parts)
         try:
             if self._clear(parent, parts, keep_dir=True) is None:
@@ -850,20 +746,20 @@ class _Applier:
         self.dirs[_join(parts)] = self._dir_meta(info)
         self.stats.dirs += 1
 
-    def _symlink(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+    def _symlink(self, parts: tuple[str, ...], info: Entry) -> None:
         parent = self._parent(parts)
         name = parts[-1]
         try:
             self._clear(parent, parts, keep_dir=False)
             os.symlink(info.linkname, name, dir_fd=parent)  # the target is kept verbatim
             os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
-            self._set_xattrs(f"/proc/self/fd/{parent}/{name}", _xattrs(info))
+            self._set_xattrs(f"/proc/self/fd/{parent}/{name}", info.xattrs)
             os.utime(name, ns=_times(info), dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(parent)
         self.stats.symlinks += 1
 
-    def _hardlink(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+    def _hardlink(self, parts: tuple[str, ...], info: Entry) -> None:
         target = _split(info.linkname, f"the hardlink target {info.linkname!r}")
         if not target:
             raise _Refused("a hardlink to the root directory")
@@ -903,7 +799,7 @@ class _Applier:
             os.close(target_parent)
         self.stats.hardlinks += 1
 
-    def _fifo(self, parts: tuple[str, ...], info: tarfile.TarInfo) -> None:
+    def _fifo(self, parts: tuple[str, ...], info: Entry) -> None:
         parent = self._parent(parts)
         name = parts[-1]
         try:
@@ -936,7 +832,7 @@ class _Applier:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _metadata(self, parent: int, name: str, info: tarfile.TarInfo) -> None:
+    def _metadata(self, parent: int, name: str, info: Entry) -> None:
         """Owner, xattrs, mode (after the owner) and times of a FIFO or a hardlinked file.
 
         Through an fd opened O_NOFOLLOW (O_NONBLOCK: opening a FIFO must not wait for a
@@ -947,14 +843,14 @@ class _Applier:
         )
         try:
             os.fchown(fd, info.uid, info.gid)
-            self._set_xattrs(fd, _xattrs(info))
+            self._set_xattrs(fd, info.xattrs)
             os.fchmod(fd, info.mode & 0o7777)
             os.utime(fd, ns=_times(info))
         finally:
             os.close(fd)
 
-    def _dir_meta(self, info: tarfile.TarInfo) -> _DirMeta:
-        return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), _xattrs(info))
+    def _dir_meta(self, info: Entry) -> _DirMeta:
+        return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), info.xattrs)
 
     def _mark(self, parts: tuple[str, ...]) -> None:
         """Add the path and its ancestors to `upper`. An ancestor already there has its own
