@@ -706,26 +706,31 @@ class _Applier:
         self._mark(parts)
 
     def _file(self, parts: tuple[str, ...], info: Entry, reader: TarReader) -> None:
-        parent = self._parent(parts)
+        fd = self._create(parts)
         try:
-            try:  # most names are new: no lstat first
-                fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-            except FileExistsError:
-                self._clear(parent, parts, keep_dir=False)
-                fd = os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-            try:
-                for piece in reader.data(_CHUNK):
-                    _write_all(fd, piece)
-                self.stats.bytes += info.size
-                os.fchown(fd, info.uid, info.gid)
-                self._set_xattrs(fd, info.xattrs)
-                os.fchmod(fd, info.mode & 0o7777)
-                os.utime(fd, ns=_times(info))
-            finally:
-                os.close(fd)
+            for piece in reader.data(_CHUNK):
+                _write_all(fd, piece)
+            self.stats.bytes += info.size
+            os.fchown(fd, info.uid, info.gid)
+            self._set_xattrs(fd, info.xattrs)
+            os.fchmod(fd, info.mode & 0o7777)
+            os.utime(fd, ns=_times(info))
+        finally:
+            os.close(fd)
+        self.stats.files += 1
+
+    def _create(self, parts: tuple[str, ...]) -> int:
+        """A new file at `parts`, 0600, replacing what is there (see `_clear`)."""
+        try:  # most names are new: straight into the directory of the entry before, mostly
+            return os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=self._borrow(parts[:-1]))
+        except FileExistsError:
+            pass
+        parent = self._parent(parts)  # our own fd: clearing may close the cached one
+        try:
+            self._clear(parent, parts, keep_dir=False)
+            return os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         finally:
             os.close(parent)
-        self.stats.files += 1
 
     def _dir(self, parts: tuple[str, ...], info: Entry) -> None:
         parent = self._parent(parts)
@@ -864,6 +869,14 @@ class _Applier:
         fd = self._walk(parts[:-1], create=True)
         assert fd is not None  # create=True always gives a directory or raises
         return fd
+
+    def _borrow(self, parts: tuple[str, ...]) -> int:
+        """The cached fd of the directory `parts` (made if missing): not to be closed, and
+        valid only until the next walk or removal."""
+        if self._cached is None or self._cached[0] != parts:
+            os.close(self._parent((*parts, "")))  # walks, and caches the directory
+        assert self._cached is not None
+        return self._cached[1]
 
     def _walk(self, parts: tuple[str, ...], *, create: bool) -> int | None:
         """A new fd of the directory `parts`, walked from the root one component at a time.

@@ -247,7 +247,7 @@ def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
     if rootfs.exists():
         rootfs.rmdir()  # empty (checked by the caller): copy_tree makes it, 0700 until done
     rootfs.parent.mkdir(parents=True, exist_ok=True)
-    copy_tree(tree, rootfs, workers=1 if (os.cpu_count() or 1) <= 2 else 2)
+    copy_tree(tree, rootfs, workers=2)
     return "copy"
 
 

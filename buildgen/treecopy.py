@@ -71,9 +71,10 @@ def copy_tree(source: Path, destination: Path, *, workers: int = 4) -> CopyStats
     """Copy the directory `source` to the new directory `destination` (see the module doc).
 
     Files are copied by `workers` threads (the work is system calls, which run in parallel),
-    or by this one when `workers` is 1. On a 2-CPU machine (ext4) one thread was the fastest:
-    60,000 files / 1 GB took 4.5 s with one, 5.3 s with 2 and 4.8 to 5.5 s with 4 (the kernel's
-    file creation is most of the work, and threads contend for the same directories).
+    or by this one when `workers` is 1. The kernel's file creation is most of the work: on a
+    2-CPU machine (ext4) a second thread helps when creation is slow (right after other large
+    writes or deletions: 60,000 files / 1 GB in 5.7-6.4 s with 2 threads against 8.0-8.2 s with
+    one) and costs a little when it is fast (4.5 s with one, 5.3 s with 2).
     """
     return _Copier(source, destination, max(1, workers)).run()
 
@@ -167,7 +168,7 @@ class _Copier:
                     pair.acquire()
                     if self.workers > 1:
                         futures.append(pool.submit(self._file, pair, name, st))
-                    else:  # no hand-off to a thread: on 2 CPUs that is the fastest (see above)
+                    else:  # no hand-off to a thread
                         self._file(pair, name, st)
                 elif stat.S_ISDIR(mode):
                     os.mkdir(name, 0o700, dir_fd=pair.target_fd)
