@@ -286,8 +286,8 @@ class TarReader:
         entry.size = _number(block[124:136])
         entry.mtime_ns = _number(block[136:148]) * 1_000_000_000
         entry.linkname = _text(block[157:257])
-        if entry.size < 0:
-            raise TarError("a negative size")
+        if entry.size < 0 or entry.uid < 0 or entry.gid < 0:
+            raise TarError("a negative size, uid or gid")
         return entry
 
     @staticmethod
@@ -313,5 +313,5 @@ class TarReader:
                     entry.xattrs.append((name, value.encode("utf-8", "surrogateescape")))
         except ValueError:
             raise TarError(f"a pax header of {entry.name!r} has a bad number") from None
-        if entry.size < 0:
-            raise TarError(f"a pax header of {entry.name!r} has a negative size")
+        if entry.size < 0 or entry.uid < 0 or entry.gid < 0:
+            raise TarError(f"a pax header of {entry.name!r} has a negative size, uid or gid")

@@ -191,6 +191,10 @@ def test_bad_headers() -> None:
         tf.addfile(info, io.BytesIO(b""))
     with pytest.raises(TarError, match="bad number"):
         read_all(pax.getvalue())
+    negative = bytearray(archive(tarfile.GNU_FORMAT, [member("n", data=b"", uid=-2)]))
+    assert negative[108] == 0xFF  # base-256, negative: fchown would take -1 as "leave it"
+    with pytest.raises(TarError, match="negative size, uid or gid"):
+        read_all(bytes(negative))
 
 
 def test_signed_checksums_and_base256_numbers() -> None:
