@@ -222,13 +222,20 @@ def test_over_tls_and_with_token_auth(tmp_path: Path, registry: Registry) -> Non
                 else "/nonexistent"
             )
             with RegistryClient(RegistryOptions(docker_config=str(config), **extra)) as client:  # type: ignore[arg-type]
-                repo = unique(reg.host, "secure")
-                data = [push_manifest(client, repo, f"t{i}", f"S{i}".encode()) for i in range(6)]
-                before = dict(client.stats)
-                heads = client.head_manifests([(repo, f"t{i}") for i in range(6)], workers=3)
-                assert [h.digest if h else None for h in heads] == [sha256_digest(d) for d in data]
-                gets = client.get_manifests([(repo, f"t{i}") for i in range(6)], workers=3)
-                assert [g.data if g else None for g in gets] == data
-                assert client.stats["retry"] == before.get("retry", 0)
+                # Three repositories: with token auth, three pull tokens (fetched before).
+                repos = [unique(reg.host, f"secure{n}") for n in range(3)]
+                items = [(repos[i % 3], f"t{i}") for i in range(9)]
+                data = [push_manifest(client, r, t, f"S{t}".encode()) for r, t in items]
+                fresh = RegistryClient(RegistryOptions(docker_config=str(config), **extra))  # type: ignore[arg-type]
+                with fresh:  # no tokens cached yet
+                    heads = fresh.head_manifests(items, workers=3)
+                    assert [h.digest if h else None for h in heads] == [
+                        sha256_digest(d) for d in data
+                    ]
+                    gets = fresh.get_manifests(items, workers=3)
+                    assert [g.data if g else None for g in gets] == data
+                    assert fresh.stats["retry"] == 0
+                    if auth:
+                        assert fresh.stats["token"] == 3, fresh.stats
         finally:
             reg.stop()

@@ -459,6 +459,7 @@ class RegistryClient:
         workers: int,
     ) -> None:
         """Fill the unanswered `answers` that the fan-out answers plainly (see above)."""
+        self._fetch_tokens({repository for repository, _ in items}, workers)
         todo: list[tuple[int, _Prepared, fanout.Request]] = []
         for index, (repository, reference) in enumerate(items):
             if answers[index] is not None:
@@ -492,6 +493,18 @@ class RegistryClient:
             if result is not None and result[0] in expected:
                 self._count(f"{method} manifest")
                 answers[index] = _Answer(prepared.repo, prepared.url, *result)
+
+    def _fetch_tokens(self, repositories: Iterable[str], workers: int) -> None:
+        """Get the pull tokens of `repositories` into the cache, `workers` at a time, where the
+        registry wants bearer tokens (preparing the requests would fetch them one by one)."""
+        wanted = []
+        for repository in repositories:
+            repo, host = self._target(repository)
+            if host.challenge is not None and host.challenge.scheme != "basic":
+                wanted.append((host, self._pull(repo)))
+        if len(wanted) > 1:
+            with ThreadPoolExecutor(min(workers, len(wanted))) as pool:
+                list(pool.map(lambda pair: self._authorization(*pair), wanted))
 
     def _prepare_manifest_request(self, method: str, repository: str, reference: str) -> _Prepared:
         repo, host = self._target(repository)

@@ -162,14 +162,11 @@ class _Loop:
                 self._send_next(channel)
             while self.channels:
                 wait = min(c.deadline for c in self.channels) - time.monotonic()
-                events = self.selector.select(max(wait, 0.0))
-                if not events:
-                    now = time.monotonic()
-                    for channel in [c for c in self.channels if c.deadline <= now]:
-                        self._close(channel)  # timed out: its request goes the full way
-                    continue
-                for selected, _ in events:
+                for selected, _ in self.selector.select(max(wait, 0.0)):
                     self._receive(selected.data)
+                now = time.monotonic()
+                for channel in [c for c in self.channels if c.deadline <= now]:
+                    self._close(channel)  # timed out: its request goes the full way
         finally:
             for channel in list(self.channels):
                 self._close(channel)
