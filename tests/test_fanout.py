@@ -32,7 +32,7 @@ def fetch(requests: list[Request], *, concurrency: int = 4, timeout: float = 10.
         requests,
         concurrency=concurrency,
         timeout=timeout,
-        ssl_context=ssl.create_default_context(),
+        tls=ssl.create_default_context,
         max_body=1000,
     )
 

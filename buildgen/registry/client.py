@@ -187,14 +187,18 @@ def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
-def _default_transport(
-    context: ssl.SSLContext, limits: httpx.Limits, opts: RegistryOptions
-) -> httpx.BaseTransport:
+def _default_transport(limits: httpx.Limits, opts: RegistryOptions) -> httpx.BaseTransport:
     """The StdlibTransport (see transport.py); requests that an environment proxy applies to
     (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, less NO_PROXY) keep httpx's own transport, which
-    speaks to proxies."""
+    speaks to proxies.
+
+    The TLS context is made at the first TLS connection (a CA store takes ~50 ms to load, which
+    plain-http registries never need), except that a `ca_bundle` given is loaded at once (a bad
+    one is an error before anything else) and proxies get it at once too."""
+    bundle = opts.ca_bundle
+    context = _ssl_context(bundle) if bundle is not None else None
     direct = StdlibTransport(
-        ssl_context=context,
+        ssl_context=context if context is not None else lambda: _ssl_context(None),
         timeout=opts.timeout,
         max_idle=opts.max_connections,
         keepalive_expiry=limits.keepalive_expiry,
@@ -202,9 +206,10 @@ def _default_transport(
     proxies = environment_proxies()
     if not proxies:
         return direct
+    shared = direct.ssl_context
 
     def proxied(url: str) -> httpx.BaseTransport:
-        return httpx.HTTPTransport(verify=context, limits=limits, proxy=url)
+        return httpx.HTTPTransport(verify=shared, limits=limits, proxy=url)
 
     return ProxyRouter(direct, proxies, proxied)
 
@@ -292,18 +297,17 @@ class RegistryClient:
         self._ensured: set[tuple[str, str, str]] = set()
         self._ensure_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._ensure_lock = threading.Lock()
-        context = _ssl_context(opts.ca_bundle)
         limits = httpx.Limits(
             max_connections=opts.max_connections,
             max_keepalive_connections=opts.max_connections,
         )
-        self._ssl_context = context
-        chosen = transport if transport is not None else _default_transport(context, limits, opts)
+        chosen = transport if transport is not None else _default_transport(limits, opts)
         # Manifest HEADs (one per image in `lock`) skip httpx on the direct transport.
         self._quick = chosen if isinstance(chosen, StdlibTransport) else None
         self._http = httpx.Client(
             transport=chosen,
-            verify=context,
+            # Used only by transports httpx makes itself, which it does not here (ours are given).
+            verify=True,
             timeout=httpx.Timeout(
                 connect=opts.timeout, read=opts.timeout, write=opts.timeout, pool=opts.timeout
             ),
@@ -475,6 +479,8 @@ class RegistryClient:
             todo.append((index, prepared, request))
         if not todo:
             return
+        quick = self._quick
+        assert quick is not None  # the caller checked
         slots = 0  # connections count against max_connections like any others
         while slots < min(workers, len(todo)) and self._slots.acquire(blocking=slots == 0):
             slots += 1
@@ -483,7 +489,7 @@ class RegistryClient:
                 [request for _, _, request in todo],
                 concurrency=slots,
                 timeout=self.options.timeout,
-                ssl_context=self._ssl_context,
+                tls=lambda: quick.ssl_context,
                 max_body=MAX_QUICK_MANIFEST,
             )
         finally:

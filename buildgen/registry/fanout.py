@@ -1,6 +1,6 @@
 """Many small requests from one thread: the fast path of a manifest request per image.
 
-    results = fetch_many(requests, concurrency=32, timeout=30.0, ssl_context=context)
+    results = fetch_many(requests, concurrency=32, timeout=30.0, tls=lambda: context)
 
 `buildgen lock` makes one request per image (a HEAD of each tag, or a GET of each index when
 there is no lockfile yet), thousands in a row. Sent from a thread pool, each costs the client
@@ -31,7 +31,7 @@ import selectors
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,22 +70,23 @@ def fetch_many(
     *,
     concurrency: int,
     timeout: float,
-    ssl_context: ssl.SSLContext,
+    tls: Callable[[], ssl.SSLContext],
     max_body: int,
 ) -> list[Result]:
-    """The answers to `requests`, in order (see the module docstring)."""
+    """The answers to `requests`, in order (see the module docstring); `tls` gives the TLS
+    context, called only when a request is for https."""
     results: list[Result] = [None] * len(requests)
     queues: dict[Key, collections.deque[int]] = {}
     for index, request in enumerate(requests):
         queues.setdefault(request.key, collections.deque()).append(index)
     for key, queue in queues.items():
         _Loop(key, requests, queue, results, timeout, max_body).run(
-            _connect_all(key, min(concurrency, len(queue)), timeout, ssl_context)
+            _connect_all(key, min(concurrency, len(queue)), timeout, tls)
         )
     return results
 
 
-def _connect(key: Key, timeout: float, ssl_context: ssl.SSLContext) -> socket.socket | None:
+def _connect(key: Key, timeout: float, tls: Callable[[], ssl.SSLContext]) -> socket.socket | None:
     scheme, host, port = key
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -94,7 +95,7 @@ def _connect(key: Key, timeout: float, ssl_context: ssl.SSLContext) -> socket.so
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if scheme == "https":
-            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+            sock = tls().wrap_socket(sock, server_hostname=host)
         sock.setblocking(False)
     except OSError:  # ssl.SSLError is one
         sock.close()
@@ -103,15 +104,15 @@ def _connect(key: Key, timeout: float, ssl_context: ssl.SSLContext) -> socket.so
 
 
 def _connect_all(
-    key: Key, count: int, timeout: float, ssl_context: ssl.SSLContext
+    key: Key, count: int, timeout: float, tls: Callable[[], ssl.SSLContext]
 ) -> list[socket.socket]:
     if count <= 0:
         return []
-    first = _connect(key, timeout, ssl_context)
+    first = _connect(key, timeout, tls)
     if first is None or count == 1:  # an unreachable host fails once, not `count` times
         return [first] if first is not None else []
     with ThreadPoolExecutor(min(count - 1, 32), thread_name_prefix="connect") as pool:
-        others = pool.map(lambda _: _connect(key, timeout, ssl_context), range(count - 1))
+        others = pool.map(lambda _: _connect(key, timeout, tls), range(count - 1))
         return [first, *(sock for sock in others if sock is not None)]
 
 

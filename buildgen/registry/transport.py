@@ -208,14 +208,17 @@ class StdlibTransport(httpx.BaseTransport):
     def __init__(
         self,
         *,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         timeout: float | None = 30.0,
         max_idle: int = 16,
         keepalive_expiry: float | None = 5.0,
     ) -> None:
         if max_idle < 0:
             raise ValueError("max_idle must not be negative")
-        self._ssl_context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        # A callable is called at the first TLS connection (loading a CA store takes tens of
+        # milliseconds, which a plain-http registry never needs), once.
+        self._ssl_source = ssl_context if ssl_context is not None else ssl.create_default_context
+        self._ssl_lock = threading.Lock()
         self._timeout = timeout
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
@@ -224,6 +227,14 @@ class StdlibTransport(httpx.BaseTransport):
         self._closed = False
         self.opened = 0
         self.resent = 0
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context of every TLS connection (made now if it was given as a callable)."""
+        with self._ssl_lock:
+            if not isinstance(self._ssl_source, ssl.SSLContext):
+                self._ssl_source = self._ssl_source()
+            return self._ssl_source
 
     # -- httpx.BaseTransport -------------------------------------------------------------------
 
@@ -360,7 +371,7 @@ class StdlibTransport(httpx.BaseTransport):
         connection: http.client.HTTPConnection
         if scheme == "https":
             connection = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self._ssl_context
+                host, port, timeout=timeout, context=self.ssl_context
             )
         else:
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
