@@ -29,7 +29,7 @@ runs in this process), because all three share this machine's CPUs.
 
 `--sweep 8,16,32,64` adds a table of `lock.update` alone (timed inside a child process, after
 its imports and plan) with `workers` = `RegistryOptions.max_connections` = K, cold and warm,
-on both paths: what other values of `buildgen lock --jobs` (default 32) cost or gain.
+on both paths: what other values of `buildgen lock --jobs` (default 64) cost or gain.
 
 Run: .venv/bin/python bench/bench_lock.py [--images N] [--repeat R] [--sweep K,K,...]
 """
