@@ -241,12 +241,12 @@ class TarReader:
                 continue  # `g`: pax global headers are skipped (as Docker does)
             if kind == b"S" or any(key.startswith("GNU.sparse.") for key in pax):
                 raise TarError(f"sparse files are not supported ({entry.name!r})")
-            if long_name is not None:
+            if pax:
+                self._apply_pax(entry, pax)
+            if long_name is not None:  # after pax, as Go's reader does
                 entry.name = long_name
             if long_link is not None:
                 entry.linkname = long_link
-            if pax:
-                self._apply_pax(entry, pax)
             if entry.type in _REGULAR_TYPES:  # after the pax path: Go decides on the full name
                 old_dir = entry.type == "\0" and entry.name.endswith("/")
                 entry.type = DIRECTORY if old_dir else REGULAR
