@@ -29,8 +29,8 @@ can still be filled and a 0700 one is never briefly open.
 
 Integrity: the blob is hashed while it is decompressed and must match its digest (taken from the
 cache path `.../sha256/<hex>` or given), and the uncompressed stream must match the config's
-diff_id when one is given; a mismatch is an error, never a warning. A tar header that does not
-parse is an error too (Python's tarfile alone would silently end the archive there).
+diff_id when one is given; a mismatch is an error, never a warning. The tar stream is read by
+`tarstream.TarReader`: a header that does not parse, or a stream cut short, is an error too.
 
 Where this differs from Docker on purpose (none of it arises in layers BuildKit or Docker write):
 Docker resolves a symlink in a parent path inside its chroot and treats absolute names as
@@ -711,10 +711,7 @@ class _Applier:
             for piece in reader.data(_CHUNK):
                 _write_all(fd, piece)
             self.stats.bytes += info.size
-            os.fchown(fd, info.uid, info.gid)
-            self._set_xattrs(fd, info.xattrs)
-            os.fchmod(fd, info.mode & 0o7777)
-            os.utime(fd, ns=_times(info))
+            self._fd_metadata(fd, info)
         finally:
             os.close(fd)
         self.stats.files += 1
@@ -847,12 +844,17 @@ class _Applier:
             name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
         )
         try:
-            os.fchown(fd, info.uid, info.gid)
-            self._set_xattrs(fd, info.xattrs)
-            os.fchmod(fd, info.mode & 0o7777)
-            os.utime(fd, ns=_times(info))
+            self._fd_metadata(fd, info)
         finally:
             os.close(fd)
+
+    def _fd_metadata(self, fd: int, info: Entry) -> None:
+        """Owner, xattrs, mode and times from `info`, through `fd` (chmod after chown, which
+        clears setuid/setgid)."""
+        os.fchown(fd, info.uid, info.gid)
+        self._set_xattrs(fd, info.xattrs)
+        os.fchmod(fd, info.mode & 0o7777)
+        os.utime(fd, ns=_times(info))
 
     def _dir_meta(self, info: Entry) -> _DirMeta:
         return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), info.xattrs)
@@ -874,7 +876,9 @@ class _Applier:
         """The cached fd of the directory `parts` (made if missing): not to be closed, and
         valid only until the next walk or removal."""
         if self._cached is None or self._cached[0] != parts:
-            os.close(self._parent((*parts, "")))  # walks, and caches the directory
+            fd = self._walk(parts, create=True)  # caches the directory too
+            assert fd is not None  # create=True always gives a directory or raises
+            os.close(fd)
         assert self._cached is not None
         return self._cached[1]
 

@@ -102,24 +102,23 @@ def _entry(
     index: bytes | None = None,
     *,
     manifest: Manifest | None = None,
+    document: Mapping[str, Any] | None = None,
 ) -> Entry:
     """The lock entry of `image`, from the registry (its primary tag, or a known digest);
     `index` is that digest's manifest when the caller has it in hand (publish just pushed it),
-    `manifest` the manifest its tag gave when the caller read it."""
+    `manifest` the manifest its tag gave when the caller read it (`document`: parsed)."""
     from .platforms import platform_string
     from .registry import OCI_INDEX, Manifest, NotFound
 
     reference = image.tags[0]
-    if manifest is not None:
-        pass
-    elif index is not None and digest is not None:
+    if manifest is None and index is not None and digest is not None:
         manifest = Manifest(digest, OCI_INDEX, index)
-    else:
+    elif manifest is None:
         try:
             manifest = client.get_manifest(image.repository, digest or image.tag)
         except NotFound:
             raise CheckFailed(f"{reference} is not in the registry (publish it first)") from None
-    data = manifest.json()
+    data = document if document is not None else manifest.json()
     platforms: dict[str, Entry] = {}
     inputs = None
     if manifest.is_index:
@@ -215,16 +214,20 @@ def update(
             and current.get("provides") == provides
         )
 
+    documents = {key: manifest.json() for key, manifest in fetched.items()}
+
     def one(image: PlannedImage) -> Entry:
         if image.key in fetched:
-            return _entry(client, image, manifest=fetched[image.key])
+            return _entry(client, image, manifest=fetched[image.key], document=documents[image.key])
         return _entry(client, image, known[image.key], indexes.get(image.key))
 
     todo = [image for image in plan.images if image.key in fetched or not unchanged(image)]
     # An entry needs more requests only when the index must be read, or lacks layer sizes.
-    offline = [image for image in todo if _complete(fetched.get(image.key))]
-    online = [image for image in todo if not _complete(fetched.get(image.key))]
-    entries = {image.key: one(image) for image in offline}
+    complete = {
+        image.key for image in todo if _complete(fetched.get(image.key), documents.get(image.key))
+    }
+    online = [image for image in todo if image.key not in complete]
+    entries = {image.key: one(image) for image in todo if image.key in complete}
     if online:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(online)))) as pool:
             keys = [image.key for image in online]
@@ -256,13 +259,14 @@ def _present(images: Sequence[PlannedImage], found: Sequence[_T | None]) -> list
     return [item for item in found if item is not None]
 
 
-def _complete(manifest: Manifest | None) -> bool:
-    """Whether a lock entry can be made of `manifest` alone (an index with layer sizes)."""
-    if manifest is None or not manifest.is_index:
+def _complete(manifest: Manifest | None, document: Mapping[str, Any] | None) -> bool:
+    """Whether a lock entry can be made of `manifest` alone (an index with layer sizes);
+    `document` is it parsed."""
+    if manifest is None or document is None or not manifest.is_index:
         return False
     return all(
         str((child.get("annotations") or {}).get(LAYERS_SIZE_ANNOTATION, "")).isdigit()
-        for child in _platform_children(manifest.json())
+        for child in _platform_children(document)
     )
 
 

@@ -20,7 +20,7 @@ from .errors import UsageError
 from .fsutil import write_atomic
 from .lock import layers_size
 from .plan import PlannedImage
-from .platforms import platform_string as platform_string
+from .platforms import platform_string
 from .registry import INDEX_TYPES, NotFound, RegistryClient, RegistryError
 from .render import PushMode, staging_tag
 

@@ -78,7 +78,7 @@ from .retry import (
     is_transient_error,
     tls_error,
 )
-from .transport import ProxyRouter, StdlibTransport, environment_proxies
+from .transport import DEFAULT_PORTS, ProxyRouter, StdlibTransport, environment_proxies
 
 log = logging.getLogger(__name__)
 _USER_AGENT = f"buildgen/{__version__}"
@@ -381,8 +381,9 @@ class RegistryClient:
         expected = reference if is_digest(reference) else None
         if expected is None and is_digest(announced):
             expected = announced
-        digest = sha256_digest(data)
-        if expected is not None:
+        if expected is None:
+            digest = sha256_digest(data)
+        else:  # hashed once, with the algorithm of the digest it must match
             actual = digest_of(data, expected)
             if actual != expected:
                 source = (
@@ -465,15 +466,20 @@ class RegistryClient:
         """Fill the unanswered `answers` that the fan-out answers plainly (see above)."""
         self._fetch_tokens({repository for repository, _ in items}, workers)
         todo: list[tuple[int, _Prepared, fanout.Request]] = []
+        keys: dict[str, fanout.Key] = {}  # by host base URL, which every request URL starts with
         for index, (repository, reference) in enumerate(items):
             if answers[index] is not None:
                 continue
             prepared = self._prepare_manifest_request(method, repository, reference)
-            split = urllib.parse.urlsplit(prepared.url)
-            scheme, hostname = split.scheme, split.hostname or ""
-            key = (scheme, hostname, split.port or (443 if scheme == "https" else 80))
+            base = prepared.host.base
+            key = keys.get(base)
+            if key is None:
+                split = urllib.parse.urlsplit(base)
+                scheme, hostname = split.scheme, split.hostname or ""
+                key = keys[base] = (scheme, hostname, split.port or DEFAULT_PORTS[scheme])
             try:
-                request = fanout.Request.build(key, method, split.path, prepared.headers)
+                path = prepared.url[len(base) :]
+                request = fanout.Request.build(key, method, path, prepared.headers)
             except ValueError:
                 continue
             todo.append((index, prepared, request))

@@ -63,7 +63,7 @@ CHUNK_SIZE = 1 << 16
 # Safe methods (RFC 9110 9.2.1): sent again when a reused connection closed without a byte of
 # response, though the request may have reached the server.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_RESPONSE = "Server disconnected without sending a response."
 
 _Key = tuple[str, str, int]
@@ -241,14 +241,14 @@ class StdlibTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         scheme = url.scheme
-        if scheme not in _DEFAULT_PORTS:
+        if scheme not in DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(
                 f"the URL scheme {scheme!r} is not http or https", request=request
             )
         host = url.raw_host.decode("ascii")
         if not host:
             raise httpx.UnsupportedProtocol(f"no host in the URL {url}", request=request)
-        key: _Key = (scheme, host, url.port or _DEFAULT_PORTS[scheme])
+        key: _Key = (scheme, host, url.port or DEFAULT_PORTS[scheme])
         timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
         conn, reused = self._checkout(key, timeouts, request)
         try:
@@ -284,9 +284,9 @@ class StdlibTransport(httpx.BaseTransport):
         scheme, _, rest = url.partition("://")
         authority, slash, rest = rest.partition("/")
         host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
-        if scheme not in _DEFAULT_PORTS or not host or (not port.isdigit() and port):
+        if scheme not in DEFAULT_PORTS or not host or (not port.isdigit() and port):
             return None
-        key: _Key = (scheme, host.strip("[]"), int(port) if port else _DEFAULT_PORTS[scheme])
+        key: _Key = (scheme, host.strip("[]"), int(port) if port else DEFAULT_PORTS[scheme])
         conn = self._idle_connection(key)
         if conn is None:
             return None
