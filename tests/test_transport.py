@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from components import Registry
+from components import Registry, free_port
 from registries import FaultProxy, RunningRegistry, start_registry
 
 from buildgen.registry import (
@@ -786,6 +786,25 @@ def test_tls_to_a_plain_http_server(registry: Registry) -> None:
     assert tls_error(caught.value) is not None and certificate_error(caught.value) is None
     with RegistryClient(options()) as client:  # loopback: falls back to http
         assert client.list_tags(unique(registry.host, "fallback")) == []
+
+
+def test_a_plain_http_server_is_told_apart_without_a_ca_store(
+    registry: Registry, tls_registry: RunningRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = StdlibTransport()
+    plain_host, plain_port = registry.host.rsplit(":", 1)
+    refusal = transport.plain_server(plain_host, int(plain_port))
+    assert refusal is not None and certificate_error(refusal) is None
+    tls_host, tls_port = tls_registry.host.rsplit(":", 1)
+    assert transport.plain_server(tls_host, int(tls_port)) is None  # TLS: checked the full way
+    assert transport.plain_server("127.0.0.1", free_port()) is None  # nobody: the full way too
+
+    made: list[object] = []
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(a))
+    with RegistryClient(options()) as client:
+        assert client.list_tags(unique(registry.host, "no-ca-store")) == []
+        assert client.stats["ping"] == 1  # over http only: the https attempt needed no request
+    assert made == []
 
 
 # -- proxies from the environment ------------------------------------------------------------

@@ -836,14 +836,21 @@ class RegistryClient:
         that does not verify is raised at once: it must never lead to plain http.
         """
         url = f"https://{host.api_host}/v2/"
-        try:
-            return "https", self._send_once("GET", url, kind="ping"), None
-        except Exception as exc:
-            if certificate_error(exc) is not None:
-                self._raise_transport(exc, "GET", url, host)
-            if not plain_ok:
-                return "https", None, exc
-            failure = exc
+        failure: Exception | None = None
+        if plain_ok and self._quick is not None:  # direct: no proxy in between
+            where = httpx.URL(url)
+            refusal = self._quick.plain_server(where.host, where.port or 443)
+            if refusal is not None:
+                failure = httpx.ConnectError(str(refusal))
+        if failure is None:
+            try:
+                return "https", self._send_once("GET", url, kind="ping"), None
+            except Exception as exc:
+                if certificate_error(exc) is not None:
+                    self._raise_transport(exc, "GET", url, host)
+                if not plain_ok:
+                    return "https", None, exc
+                failure = exc
         try:
             response = self._send_once("GET", f"http://{host.api_host}/v2/", kind="ping")
         except Exception:

@@ -59,6 +59,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
+from .retry import tls_error
+
 CHUNK_SIZE = 1 << 16
 # Safe methods (RFC 9110 9.2.1): sent again when a reused connection closed without a byte of
 # response, though the request may have reached the server.
@@ -308,6 +310,25 @@ class StdlibTransport(httpx.BaseTransport):
         found = {name.lower(): value for name, value in response.getheaders()}
         self._release(key, conn, response)
         return response.status, found, body
+
+    def plain_server(self, host: str, port: int) -> ssl.SSLError | None:
+        """The TLS error a server answers a TLS hello with when it speaks something else
+        (a plain-http registry answers with an HTTP error), else None: it speaks TLS, or that
+        could not be told (no connection, a hang-up). For hosts allowed plain http, which are
+        asked over https first: this needs no CA store (loading one takes ~50 ms, which a
+        plain-http registry never needs). The context it uses has no CA at all, so it cannot
+        complete a handshake with anyone; nothing is sent over TLS."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifying, hostname checked
+        try:
+            with (
+                socket.create_connection((host, port), timeout=self._timeout) as sock,
+                context.wrap_socket(sock, server_hostname=host),
+            ):
+                return None
+        except ssl.SSLCertVerificationError:
+            return None  # TLS, with a certificate to check the full way
+        except OSError as exc:
+            return tls_error(exc)
 
     def close(self) -> None:
         with self._lock:
