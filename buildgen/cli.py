@@ -640,10 +640,14 @@ def _lock(args: argparse.Namespace, _: list[str]) -> int:
         return 0
     from .registry import RegistryClient
 
-    current = lock.read(path) if path.exists() else lock.empty(plan)
+    existed = path.exists()
+    current = lock.read(path) if existed else lock.empty(plan)
+    header = lock.header(current)
     with RegistryClient(_registry_options(args, args.jobs)) as client:
         changed = lock.update(current, plan, client, workers=args.jobs)
-    written = lock.write(path, current)
+    # A run that changes nothing leaves the file alone (not even rendered again).
+    written = bool(changed or not existed or lock.header(current) != header)
+    written = written and lock.write(path, current)
     note = "" if written else " (file unchanged)"
     log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)
     return 0

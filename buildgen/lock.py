@@ -42,8 +42,40 @@ def lock_path(catalog_path: Path, explicit: Path | None) -> Path:
 
 
 def dumps(lock: Mapping[str, Any]) -> str:
-    """The lockfile's exact text."""
-    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+    """The lockfile's exact text, `json.dumps(lock, indent=2, sort_keys=True)` and a newline,
+    put together from the text of each entry (rendered when `update` made it, else now)."""
+    images = lock["images"]
+    text = json.dumps({**lock, "images": {}}, indent=2, sort_keys=True)
+    if images:
+        # Only a top-level key starts a line with exactly two spaces and a quote.
+        body = ",\n".join(f"    {json.dumps(key)}: {_text(images[key])}" for key in sorted(images))
+        text = text.replace('\n  "images": {}', '\n  "images": {\n' + body + "\n  }", 1)
+    return text + "\n"
+
+
+class _Made(dict[str, Any]):
+    """An entry `update` made, with its text in the lockfile (at the depth of an entry)
+    rendered as it was made, while the registry answered other requests. An entry is never
+    changed in place once made, so the text stays true."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry)
+        self.text = _render(entry)
+
+
+def _text(entry: Any) -> str:
+    return entry.text if isinstance(entry, _Made) else _render(entry)
+
+
+def _render(entry: Any) -> str:
+    return json.dumps(entry, indent=2, sort_keys=True).replace("\n", "\n    ")
+
+
+def header(lock: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything in the lock but its entries."""
+    return {key: value for key, value in lock.items() if key != "images"}
 
 
 def empty(plan: Plan) -> dict[str, Any]:
@@ -143,7 +175,7 @@ def _entry(
     }
     if image.provides:  # the fusion rule travels with the digests: crane mode needs no catalog
         entry["provides"] = [provided.to_json() for provided in image.provides]
-    return entry
+    return _Made(entry)
 
 
 def _platform_children(index: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -199,8 +231,20 @@ def update(
     # registry's digest) rather than HEAD first; the others get a HEAD unless known.
     new = [image for image in plan.images if image.key not in known and image.key not in images]
     heads = [image for image in plan.images if image.key not in known and image.key in images]
-    got = client.get_manifests(_tags(new), workers=workers)
-    fetched: dict[str, Manifest] = dict(zip(_keys(new), _present(new, got), strict=True))
+    fetched: dict[str, tuple[Manifest, Mapping[str, Any]]] = {}  # the index read, and parsed
+    entries: dict[str, Entry] = {}
+
+    def arrived(position: int, manifest: Manifest | None) -> None:
+        """An index read by tag: its entry is made now, while the registry answers the other
+        requests, when the index alone has all it takes (layer sizes)."""
+        if manifest is None:
+            return  # reported below, in the plan's order
+        image, document = new[position], manifest.json()
+        fetched[image.key] = manifest, document
+        if _complete(manifest, document):
+            entries[image.key] = _entry(client, image, manifest=manifest, document=document)
+
+    _present(new, client.get_manifests(_tags(new), workers=workers, each=arrived))
     headed = client.head_manifests(_tags(heads), workers=workers)
     known.update(zip(_keys(heads), (h.digest for h in _present(heads, headed)), strict=True))
 
@@ -214,20 +258,18 @@ def update(
             and current.get("provides") == provides
         )
 
-    documents = {key: manifest.json() for key, manifest in fetched.items()}
-
     def one(image: PlannedImage) -> Entry:
         if image.key in fetched:
-            return _entry(client, image, manifest=fetched[image.key], document=documents[image.key])
+            manifest, document = fetched[image.key]
+            return _entry(client, image, manifest=manifest, document=document)
         return _entry(client, image, known[image.key], indexes.get(image.key))
 
-    todo = [image for image in plan.images if image.key in fetched or not unchanged(image)]
-    # An entry needs more requests only when the index must be read, or lacks layer sizes.
-    complete = {
-        image.key for image in todo if _complete(fetched.get(image.key), documents.get(image.key))
-    }
-    online = [image for image in todo if image.key not in complete]
-    entries = {image.key: one(image) for image in todo if image.key in complete}
+    # The rest need requests of their own: changed images, and indexes without layer sizes.
+    online = [
+        image
+        for image in plan.images
+        if image.key not in entries and (image.key in fetched or not unchanged(image))
+    ]
     if online:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(online)))) as pool:
             keys = [image.key for image in online]

@@ -174,7 +174,9 @@ def test_many_heads_and_gets_equal_one_at_a_time(
         items = [(repo, tag) for tag in manifests] + [(repo, "absent")]
         before = dict(client.stats)
         heads = client.head_manifests(items, workers=4)
-        gets = client.get_manifests(items, workers=4)
+        seen: dict[int, Any] = {}
+        gets = client.get_manifests(items, workers=4, each=lambda i, m: seen.setdefault(i, m))
+        assert seen == dict(enumerate(gets))  # each one, once, as it came
         assert client.stats["HEAD manifest"] - before.get("HEAD manifest", 0) == 13
         assert answered == [12, 12]  # all but the first of each went out together
         assert heads[-1] is None and gets[-1] is None

@@ -95,6 +95,11 @@ def test_lock_format_and_noop_is_byte_identical(published: tuple[Path, str]) -> 
     assert _lock(catalog, prefix, "--check").returncode == 0
     assert _lock(catalog, prefix, "--check", "--remote").returncode == 0
 
+    fresh = catalog.parent / "fresh.lock.json"  # from nothing: every index read by tag
+    result = _lock(catalog, prefix, "--lock", str(fresh))
+    assert result.returncode == 0, result.stderr
+    assert fresh.read_bytes() == before
+
 
 def test_resolve_matches_skopeo(published: tuple[Path, str], oracles: None) -> None:
     catalog, prefix = published
@@ -251,3 +256,35 @@ def test_lockfile_satisfies_its_schema(published: tuple[Path, str]) -> None:
     schema = json.loads((REPO / "schema" / "lock.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads((catalog.parent / "images.lock.json").read_text()), schema)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dumps_is_json_dumps(seed: int) -> None:
+    """The text put together from entries (rendered when made, or now) is json.dumps's."""
+    import random
+
+    rng = random.Random(seed)
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(7 if depth < 3 else 4)
+        if kind == 0:
+            return rng.choice(["", "a", 'q"uote\\', "ünï\u2028\n", "\x00\x1f", '  "images": {}'])
+        if kind == 1:
+            return rng.choice([0, -1, 2**70, True, False, None])
+        if kind == 2:
+            return rng.choice([0.5, 1e300, -0.0])
+        if kind == 3:
+            return {}
+        if kind == 4:
+            return [value(depth + 1) for _ in range(rng.randrange(3))]
+        return {rng.choice(["b", "a", "é", "images", "z z"]): value(depth + 1) for _ in range(3)}
+
+    def entry() -> object:
+        made = {"digest": "sha256:" + "0" * 64, "platforms": {}, "extra": value(1)}
+        return lock._Made(made) if rng.random() < 0.5 else made
+
+    images = {rng.choice(["core/x", "benchmarks/b:t", "ü/é", "a", "\n"]) + str(i): entry()
+              for i in range(rng.randrange(4))}  # fmt: skip
+    data = {"lockVersion": 1, "images": images, "registry": "r/p", "zextra": value(1),
+            "aextra": value(1)}  # fmt: skip
+    assert lock.dumps(data) == json.dumps(data, indent=2, sort_keys=True) + "\n"

@@ -349,15 +349,26 @@ class RegistryClient:
         return self._manifest(self._manifest_request("GET", repository, reference), reference)
 
     def get_manifests(
-        self, items: Sequence[tuple[str, str]], *, workers: int = 16
+        self,
+        items: Sequence[tuple[str, str]],
+        *,
+        workers: int = 16,
+        each: Callable[[int, Manifest | None], None] | None = None,
     ) -> list[Manifest | None]:
         """`get_manifest` of each (repository, reference), many at once (`_manifest_requests`);
-        None where the registry does not have it."""
-        answers = self._manifest_requests("GET", items, workers, missing_ok=True)
-        return [
-            None if answer.status == 404 else self._manifest(answer, reference)
-            for answer, (_, reference) in zip(answers, items, strict=True)
-        ]
+        None where the registry does not have it. `each(index, manifest)`, when given, is
+        called in this thread with each one as it arrives (in no set order), so that the
+        caller's work on it overlaps the registry's on the others."""
+        manifests: list[Manifest | None] = [None] * len(items)
+
+        def arrived(index: int, answer: _Answer) -> None:
+            manifest = None if answer.status == 404 else self._manifest(answer, items[index][1])
+            manifests[index] = manifest
+            if each is not None:
+                each(index, manifest)
+
+        self._manifest_requests("GET", items, workers, missing_ok=True, each=arrived)
+        return manifests
 
     def _descriptor(self, answer: _Answer, reference: str) -> Descriptor | None:
         if answer.status == 404:
@@ -431,8 +442,10 @@ class RegistryClient:
         workers: int,
         *,
         missing_ok: bool = False,
+        each: Callable[[int, _Answer], None] | None = None,
     ) -> list[_Answer]:
-        """`_manifest_request` of each (repository, reference), in order.
+        """`_manifest_request` of each (repository, reference), in order; `each(index,
+        answer)` is called in this thread as each answer arrives.
 
         On the direct transport, all but the first are sent together from this thread
         (`fanout.fetch_many`: up to `workers` connections, no thread per request); the first
@@ -442,8 +455,10 @@ class RegistryClient:
         answers: list[_Answer | None] = [None] * len(items)
         expected = (200, 404) if method == "HEAD" or missing_ok else (200,)
         if self._quick is not None and len(items) > 1:
-            answers[0] = self._manifest_request(method, *items[0], missing_ok=missing_ok)
-            self._fan_out(method, items, answers, expected, workers)
+            answers[0] = first = self._manifest_request(method, *items[0], missing_ok=missing_ok)
+            if each is not None:
+                each(0, first)
+            self._fan_out(method, items, answers, expected, workers, each)
         left = [index for index, answer in enumerate(answers) if answer is None]
         if left:
 
@@ -453,6 +468,8 @@ class RegistryClient:
             with ThreadPoolExecutor(max(1, min(workers, len(left)))) as pool:
                 for index, answer in zip(left, pool.map(one, left), strict=True):
                     answers[index] = answer
+                    if each is not None:
+                        each(index, answer)
         return [answer for answer in answers if answer is not None]
 
     def _fan_out(
@@ -462,6 +479,7 @@ class RegistryClient:
         answers: list[_Answer | None],
         expected: tuple[int, ...],
         workers: int,
+        each: Callable[[int, _Answer], None] | None,
     ) -> None:
         """Fill the unanswered `answers` that the fan-out answers plainly (see above)."""
         self._fetch_tokens({repository for repository, _ in items}, workers)
@@ -490,21 +508,27 @@ class RegistryClient:
         slots = 0  # connections count against max_connections like any others
         while slots < min(workers, len(todo)) and self._slots.acquire(blocking=slots == 0):
             slots += 1
+
+        def arrived(position: int, result: fanout.Answer) -> None:
+            index, prepared, _ = todo[position]
+            if result[0] in expected:
+                self._count(f"{method} manifest")
+                answers[index] = answer = _Answer(prepared.repo, prepared.url, *result)
+                if each is not None:
+                    each(index, answer)
+
         try:
-            results = fanout.fetch_many(
+            fanout.fetch_many(
                 [request for _, _, request in todo],
                 concurrency=slots,
                 timeout=self.options.timeout,
                 tls=lambda: quick.ssl_context,
                 max_body=MAX_QUICK_MANIFEST,
+                each=arrived,
             )
         finally:
             for _ in range(slots):
                 self._slots.release()
-        for (index, prepared, _), result in zip(todo, results, strict=True):
-            if result is not None and result[0] in expected:
-                self._count(f"{method} manifest")
-                answers[index] = _Answer(prepared.repo, prepared.url, *result)
 
     def _fetch_tokens(self, repositories: Iterable[str], workers: int) -> None:
         """Get the pull tokens of `repositories` into the cache, `workers` at a time, where the

@@ -21,6 +21,9 @@ The contract, which RegistryClient relies on:
   when every connection is gone, the requests not yet sent are None.
 - connections are made in parallel (connect and TLS handshakes wait on the network), used for
   this call only, and closed before it returns.
+- `each(index, result)`, when given, is called with each answer as it arrives (never with
+  None), after the next request is on its way on that connection: the caller's work on one
+  answer overlaps the server's on others. What it raises ends the call (connections closed).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-Result = tuple[int, dict[str, str], bytes] | None
+Answer = tuple[int, dict[str, str], bytes]  # status, headers (lower-case names), body
+Result = Answer | None
 Key = tuple[str, str, int]  # (scheme, host, port)
 
 _RECV = 1 << 16
@@ -72,15 +76,16 @@ def fetch_many(
     timeout: float,
     tls: Callable[[], ssl.SSLContext],
     max_body: int,
+    each: Callable[[int, Answer], None] | None = None,
 ) -> list[Result]:
     """The answers to `requests`, in order (see the module docstring); `tls` gives the TLS
-    context, called only when a request is for https."""
+    context, called only when a request is for https; `each` sees each answer as it comes."""
     results: list[Result] = [None] * len(requests)
     queues: dict[Key, collections.deque[int]] = {}
     for index, request in enumerate(requests):
         queues.setdefault(request.key, collections.deque()).append(index)
     for key, queue in queues.items():
-        _Loop(key, requests, queue, results, timeout, max_body).run(
+        _Loop(key, requests, queue, results, timeout, max_body, each).run(
             _connect_all(key, min(concurrency, len(queue)), timeout, tls)
         )
     return results
@@ -144,8 +149,10 @@ class _Loop:
         results: list[Result],
         timeout: float,
         max_body: int,
+        each: Callable[[int, Answer], None] | None,
     ) -> None:
         self.key = key
+        self.each = each
         self.requests = requests
         self.queue = queue
         self.results = results
@@ -212,15 +219,18 @@ class _Loop:
             return
         if done is None:
             return
-        result, keep_alive = done
-        self.results[channel.index] = result
+        answer, keep_alive = done
+        index = channel.index
+        self.results[index] = answer
         channel.index = -1
         if keep_alive:
             self._send_next(channel)
         else:
             self._close(channel)
+        if self.each is not None:
+            self.each(index, answer)
 
-    def _parse(self, channel: _Channel) -> tuple[Result, bool] | None:
+    def _parse(self, channel: _Channel) -> tuple[Answer, bool] | None:
         """The result and whether the connection stays open, or None while incomplete."""
         buffer = channel.buffer
         if channel.head is None:
