@@ -245,8 +245,10 @@ def update(
             entries[image.key] = _entry(client, image, manifest=manifest, document=document)
 
     _present(new, client.get_manifests(_tags(new), workers=workers, each=arrived))
-    headed = client.head_manifests(_tags(heads), workers=workers)
-    known.update(zip(_keys(heads), (h.digest for h in _present(heads, headed)), strict=True))
+    # Asked "still this digest?" (If-None-Match), a registry answers without reading the index.
+    believed = [images[image.key].get("digest") for image in heads]
+    now = client.tag_digests(_tags(heads), believed, workers=workers)
+    known.update(zip(_keys(heads), _present(heads, now), strict=True))
 
     def unchanged(image: PlannedImage) -> bool:
         current = images.get(image.key)
@@ -390,19 +392,15 @@ def check_remote(
         pins.append((repository, entry["digest"]))
         tags.append((repository, entry["reference"].rsplit(":", 1)[1]))
     pinned = client.head_manifests(pins, workers=workers)
-    tagged = client.head_manifests(tags, workers=workers)
+    tagged = client.tag_digests(tags, [digest for _, digest in pins], workers=workers)
     found: list[Finding] = []
     for key, (repository, digest), there, now in zip(keys, pins, pinned, tagged, strict=True):
         if there is None:
             found.append(Finding("gone", key, f"{repository}@{digest} is not in the registry"))
-        if now is not None and now.digest != digest:
+        if now is not None and now != digest:
             reference = images[key]["reference"]
             found.append(
-                Finding(
-                    "drift",
-                    key,
-                    f"{reference} now points at {now.digest[:19]}, locked {digest[:19]}",
-                )
+                Finding("drift", key, f"{reference} now points at {now[:19]}, locked {digest[:19]}")
             )
     return found
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 from components import Registry
 from registries import FaultProxy, RunningRegistry, start_registry, write_docker_config
@@ -190,6 +191,39 @@ def test_many_heads_and_gets_equal_one_at_a_time(
             )
             assert got is not None and got.data == data and got.digest == head.digest
         assert client.head_manifests([], workers=4) == []
+
+
+def test_tag_digests_ask_if_none_match(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    statuses: list[int] = []
+    original = fanout.fetch_many
+
+    def recording(*args: Any, **kwargs: Any) -> list[fanout.Result]:
+        results = original(*args, **kwargs)
+        statuses.extend(result[0] for result in results if result is not None)
+        return results
+
+    monkeypatch.setattr(fanout, "fetch_many", recording)
+    with RegistryClient(options()) as client:
+        repo = unique(registry.host, "etag")
+        digests = [
+            sha256_digest(push_manifest(client, repo, f"t{i}", f"E{i}".encode())) for i in range(6)
+        ]
+        moved = sha256_digest(push_manifest(client, repo, "t5", b"moved"))
+        bogus = "sha256:" + "f" * 64
+        items = [(repo, f"t{i}") for i in range(6)] + [(repo, "absent"), (repo, bogus)]
+        believed = [*digests[:4], None, digests[5], digests[0], bogus]
+        now = client.tag_digests(items, believed, workers=3)
+        # unchanged (304), unchanged with nothing believed (200), moved (200), no such tag
+        # (404); a digest reference is never asked conditionally: distribution would answer 304
+        # without looking it up.
+        assert now == [*digests[:4], digests[4], moved, None, None]
+        assert sorted(statuses) == [200, 200, 304, 304, 304, 404, 404]  # the first went alone
+        for (_, tag), digest in zip(items[:6], now, strict=False):
+            head = client.head_manifest(repo, tag)
+            assert head is not None and head.digest == digest
+    with RegistryClient(options(), transport=httpx.HTTPTransport()) as full:  # no fan-out
+        assert full.tag_digests(items, believed, workers=3) == now
+        assert full.stats["HEAD manifest"] == len(items)
 
 
 def test_resets_go_the_full_way(registry: Registry) -> None:

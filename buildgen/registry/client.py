@@ -162,6 +162,18 @@ class _Prepared:
     url: str
     scopes: Scopes
     headers: list[tuple[str, str]]
+    etag: str | None = None  # sent as If-None-Match
+
+    @property
+    def condition(self) -> dict[str, str]:
+        return {} if self.etag is None else {"If-None-Match": f'"{self.etag}"'}
+
+
+def _statuses(method: str, missing_ok: bool, etag: str | None) -> tuple[int, ...]:
+    """The answers to a manifest request: 200; 404 to a HEAD (or to a GET when `missing_ok`);
+    304 when asked with If-None-Match."""
+    found = (200, 404) if method == "HEAD" or missing_ok else (200,)
+    return (*found, 304) if etag is not None else found
 
 
 class _StreamBroken(RegistryError):
@@ -344,6 +356,35 @@ class RegistryClient:
         answers = self._manifest_requests("HEAD", items, workers)
         return [self._descriptor(a, ref) for a, (_, ref) in zip(answers, items, strict=True)]
 
+    def tag_digests(
+        self,
+        items: Sequence[tuple[str, str]],
+        believed: Sequence[str | None],
+        *,
+        workers: int = 16,
+    ) -> list[str | None]:
+        """The digest each (repository, tag) points at now, or None where there is no such
+        tag: HEADs, many at once (`_manifest_requests`).
+
+        Where `believed` gives the digest a tag is thought to point at, it is sent as
+        If-None-Match, and a registry that finds it so answers 304 Not Modified. distribution
+        checks that right after looking up the tag, before it reads the manifest: about a fifth
+        of its work per request saved. Only for tags: it answers 304 to a digest reference
+        without looking it up at all, so a digest is never sent that way."""
+        etags = [
+            digest if isinstance(digest, str) and is_digest(digest) and not is_digest(tag) else None
+            for (_, tag), digest in zip(items, believed, strict=True)
+        ]
+        answers = self._manifest_requests("HEAD", items, workers, etags=etags)
+        digests: list[str | None] = []
+        for answer, (_, tag), etag in zip(answers, items, etags, strict=True):
+            if answer.status == 304 and etag is not None:
+                digests.append(etag)
+            else:
+                found = self._descriptor(answer, tag)
+                digests.append(found.digest if found is not None else None)
+        return digests
+
     def get_manifest(self, repository: str, reference: str) -> Manifest:
         """A manifest or index, its bytes checked against the digest asked for or announced."""
         return self._manifest(self._manifest_request("GET", repository, reference), reference)
@@ -415,16 +456,23 @@ class RegistryClient:
         return Manifest(digest=digest, media_type=media_type, data=data)
 
     def _manifest_request(
-        self, method: str, repository: str, reference: str, *, missing_ok: bool = False
+        self,
+        method: str,
+        repository: str,
+        reference: str,
+        *,
+        missing_ok: bool = False,
+        etag: str | None = None,
     ) -> _Answer:
         """A HEAD or GET of `repository`'s manifest `reference`, accepting all four types: 200,
-        or 404 to a HEAD (or to a GET when `missing_ok`; else NotFound), anything else an error.
+        or 404 to a HEAD (or to a GET when `missing_ok`; else NotFound), or 304 when `etag` is
+        sent as If-None-Match; anything else an error.
 
         It is first tried on the transport's fast path (StdlibTransport.quick: an idle pooled
         connection, without httpx's request and response objects); anything but a plain answer
         there is sent again the full way, with its auth renewal, retries and errors."""
-        prepared = self._prepare_manifest_request(method, repository, reference)
-        expected = (200, 404) if method == "HEAD" or missing_ok else (200,)
+        prepared = self._prepare_manifest_request(method, repository, reference, etag)
+        expected = _statuses(method, missing_ok, etag)
         if self._quick is not None:
             with self._slots:
                 quick = self._quick.quick(
@@ -443,9 +491,10 @@ class RegistryClient:
         *,
         missing_ok: bool = False,
         each: Callable[[int, _Answer], None] | None = None,
+        etags: Sequence[str | None] | None = None,
     ) -> list[_Answer]:
-        """`_manifest_request` of each (repository, reference), in order; `each(index,
-        answer)` is called in this thread as each answer arrives.
+        """`_manifest_request` of each (repository, reference), in order, with its etag (if
+        `etags`); `each(index, answer)` is called in this thread as each answer arrives.
 
         On the direct transport, all but the first are sent together from this thread
         (`fanout.fetch_many`: up to `workers` connections, no thread per request); the first
@@ -453,18 +502,20 @@ class RegistryClient:
         Whatever the fan-out could not answer plainly, and everything on other transports, is
         sent the full way by `workers` threads. The first error raised is raised here."""
         answers: list[_Answer | None] = [None] * len(items)
-        expected = (200, 404) if method == "HEAD" or missing_ok else (200,)
+        conditions = etags if etags is not None else [None] * len(items)
+
+        def one(index: int) -> _Answer:
+            return self._manifest_request(
+                method, *items[index], missing_ok=missing_ok, etag=conditions[index]
+            )
+
         if self._quick is not None and len(items) > 1:
-            answers[0] = first = self._manifest_request(method, *items[0], missing_ok=missing_ok)
+            answers[0] = first = one(0)
             if each is not None:
                 each(0, first)
-            self._fan_out(method, items, answers, expected, workers, each)
+            self._fan_out(method, items, answers, missing_ok, conditions, workers, each)
         left = [index for index, answer in enumerate(answers) if answer is None]
         if left:
-
-            def one(index: int) -> _Answer:
-                return self._manifest_request(method, *items[index], missing_ok=missing_ok)
-
             with ThreadPoolExecutor(max(1, min(workers, len(left)))) as pool:
                 for index, answer in zip(left, pool.map(one, left), strict=True):
                     answers[index] = answer
@@ -477,7 +528,8 @@ class RegistryClient:
         method: str,
         items: Sequence[tuple[str, str]],
         answers: list[_Answer | None],
-        expected: tuple[int, ...],
+        missing_ok: bool,
+        etags: Sequence[str | None],
         workers: int,
         each: Callable[[int, _Answer], None] | None,
     ) -> None:
@@ -488,7 +540,7 @@ class RegistryClient:
         for index, (repository, reference) in enumerate(items):
             if answers[index] is not None:
                 continue
-            prepared = self._prepare_manifest_request(method, repository, reference)
+            prepared = self._prepare_manifest_request(method, repository, reference, etags[index])
             base = prepared.host.base
             key = keys.get(base)
             if key is None:
@@ -511,7 +563,7 @@ class RegistryClient:
 
         def arrived(position: int, result: fanout.Answer) -> None:
             index, prepared, _ = todo[position]
-            if result[0] in expected:
+            if result[0] in _statuses(method, missing_ok, prepared.etag):
                 self._count(f"{method} manifest")
                 answers[index] = answer = _Answer(prepared.repo, prepared.url, *result)
                 if each is not None:
@@ -542,18 +594,22 @@ class RegistryClient:
             with ThreadPoolExecutor(min(workers, len(wanted))) as pool:
                 list(pool.map(lambda pair: self._authorization(*pair), wanted))
 
-    def _prepare_manifest_request(self, method: str, repository: str, reference: str) -> _Prepared:
+    def _prepare_manifest_request(
+        self, method: str, repository: str, reference: str, etag: str | None = None
+    ) -> _Prepared:
         repo, host = self._target(repository)
         check_reference(reference)
         url = self._url(host, repo, f"manifests/{reference}")
         scopes = self._pull(repo)
         headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
                    ("User-Agent", _USER_AGENT)]  # fmt: skip
+        prepared = _Prepared(repo, host, reference, url, scopes, headers, etag)
+        headers += prepared.condition.items()
         if self._quick is not None:
             auth, _ = self._authorization(host, scopes)
             if auth:
                 headers.append(("Authorization", auth))
-        return _Prepared(repo, host, reference, url, scopes, headers)
+        return prepared
 
     def _manifest_request_full(
         self, method: str, prepared: _Prepared, expected: tuple[int, ...]
@@ -565,7 +621,7 @@ class RegistryClient:
             url,
             kind=f"{method} manifest",
             scopes=prepared.scopes,
-            headers={"Accept": MANIFEST_ACCEPT},
+            headers={"Accept": MANIFEST_ACCEPT, **prepared.condition},
         )
         if response.status_code == 404 and 404 not in expected:
             message = f"manifest {repo}:{prepared.reference} not found"
