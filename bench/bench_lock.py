@@ -19,6 +19,13 @@ time the whole command (interpreter start, catalog, plan, registry work):
 - a loop of `skopeo inspect --raw --tls-verify=false docker://REF`, one process per reference,
   sequential, as a script would do it (it reads only the index, not the platform manifests).
 
+Both tools are timed in the same minutes: R rounds (--repeat, default 5), each the three
+buildgen runs and then the next R-th of the skopeo loop; buildgen's time is the median round,
+skopeo's the sum of the parts. (This machine's speed drifts by tens of percent from one minute
+to the next; timing one tool after the other measured the drift as much as the tools.)
+buildgen's bytecode is compiled first, as `pip install` does: this machine sets
+PYTHONDONTWRITEBYTECODE, which would have every run compile the changed modules again.
+
 Through the proxy the cold run starts from no lockfile too: a lockfile is made for one registry
 prefix, and one made for the direct host would be started anew for the proxy's (a warning), so
 the warm run through the proxy reads the lockfile of the cold run through the proxy. The
@@ -37,6 +44,7 @@ Run: .venv/bin/python bench/bench_lock.py [--images N] [--repeat R] [--sweep K,K
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import json
 import os
@@ -56,6 +64,7 @@ from gencatalog import generate_catalog
 from registries import FaultProxy
 from synth import push_synthetic
 
+import buildgen as buildgen_package
 from buildgen import lock
 from buildgen.catalog import load_catalog
 from buildgen.cli import DEFAULT_LOCK_JOBS
@@ -162,62 +171,95 @@ class Measured:
     note: str = ""
 
 
-def time_lock(route: Route, catalog: Path, work: Path, repeat: int, n: int) -> list[Measured]:
-    """Cold (no lockfile) and warm (the cold run's lockfile) `buildgen lock`, median of
-    `repeat` runs each; and the offline `--check` on the result."""
+@dataclass
+class Rounds:
+    """What one path's rounds measured: buildgen's runs, and the skopeo loop in parts."""
+
+    cold: list[Timing]
+    warm: list[Timing]
+    check: list[Timing]
+    skopeo: Timing = ZERO
+    skopeo_done: int = 0
+    cold_requests: int = 0
+    warm_requests: int = 0
+    skopeo_requests: int = 0
+
+
+def lock_round(route: Route, catalog: Path, work: Path, rounds: Rounds) -> None:
+    """`buildgen lock` cold (no lockfile), warm (the cold run's lockfile) and --check, once."""
     lockfile = work / f"lock-{route.name.replace(' ', '')}.json"
     command = buildgen("lock", catalog, route.prefix, "--lock", str(lockfile))
-    cold, warm, check = [], [], []
-    cold_requests = warm_requests = 0
-    for _ in range(repeat):
-        lockfile.unlink(missing_ok=True)
-        route.reset()
-        cold.append(run(command, work)[0])
-        cold_requests = route.requests()
-        written, mtime = sha(lockfile), lockfile.stat().st_mtime_ns
-        route.reset()
-        warm.append(run(command, work)[0])
-        warm_requests = route.requests()
-        if sha(lockfile) != written or lockfile.stat().st_mtime_ns != mtime:
-            sys.exit(f"{route.name}: the warm run rewrote {lockfile}")
-        check.append(run([*command, "--check"], work)[0])
+    lockfile.unlink(missing_ok=True)
+    route.reset()
+    rounds.cold.append(run(command, work)[0])
+    rounds.cold_requests = route.requests()
+    written, mtime = sha(lockfile), lockfile.stat().st_mtime_ns
+    route.reset()
+    rounds.warm.append(run(command, work)[0])
+    rounds.warm_requests = route.requests()
+    if sha(lockfile) != written or lockfile.stat().st_mtime_ns != mtime:
+        sys.exit(f"{route.name}: the warm run rewrote {lockfile}")
+    rounds.check.append(run([*command, "--check"], work)[0])
+
+
+def skopeo_part(route: Route, references: list[str], rounds: Rounds) -> None:
+    """A part of the sequential skopeo loop, one process per reference."""
+    route.reset()
+    for reference in references:
+        rounds.skopeo += run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                              f"docker://{reference}"], Path.cwd())[0]  # fmt: skip
+    rounds.skopeo_done += len(references)
+    rounds.skopeo_requests += route.requests()
+
+
+def time_route(
+    route: Route, catalog: Path, work: Path, references: list[str], args: argparse.Namespace
+) -> list[Measured]:
+    """`repeat` rounds, each `buildgen lock` cold / warm / --check and then a part of the skopeo
+    loop, so that both tools are timed in the same minutes: this machine's speed drifts by tens
+    of percent from one minute to the next. The skopeo loop is whole unless a first sample says
+    it would take longer than `budget`; then each part is cut to its share of `sample` and the
+    total scaled up."""
+    n, repeat = len(references), args.repeat
+    parts = [references[i * n // repeat : (i + 1) * n // repeat] for i in range(repeat)]
+    rounds = Rounds([], [], [])
+    share = max(1, args.sample // repeat)
+    for index, part in enumerate(parts):
+        lock_round(route, catalog, work, rounds)
+        log(f"  round {index + 1}/{repeat}: cold {rounds.cold[-1].wall:.2f} s, warm "
+            f"{rounds.warm[-1].wall:.2f} s, --check {rounds.check[-1].wall:.2f} s")  # fmt: skip
+        if index == 0 and len(part) > share:
+            skopeo_part(route, part[:share], rounds)
+            projected = rounds.skopeo.wall / share * n
+            if projected > args.budget:
+                log(f"  skopeo ({route.name}): {share} in {rounds.skopeo.wall:.1f} s; all {n} "
+                    f"would take ~{projected:.0f} s > {args.budget:.0f} s: extrapolating")  # fmt: skip
+                parts = [p[:share] for p in parts]
+                part = part[:share]
+            skopeo_part(route, part[share:], rounds)
+        else:
+            skopeo_part(route, part, rounds)
+        log(f"  skopeo ({route.name}): {rounds.skopeo_done}/{n} in {rounds.skopeo.wall:.1f} s")
+    done = rounds.skopeo_done
+    scale = n / done
+    t = rounds.skopeo
+    skopeo = Timing(t.wall * scale, t.client_cpu * scale, t.registry_cpu * scale,
+                    t.proxy_cpu * scale)  # fmt: skip
+    note = "whole loop" if done == n else (
+        f"**extrapolated** from {done} of {n} ({t.wall:.1f} s measured)"
+    )  # fmt: skip
     per = (lambda count: count / n) if route.proxy else (lambda count: None)
     return [
-        Measured(route.name, "`buildgen lock` cold", median(cold), n, per(cold_requests),
-                 f"median of {repeat}"),
-        Measured(route.name, "`buildgen lock` warm", median(warm), n, per(warm_requests),
-                 f"median of {repeat}; file byte-identical"),
-        Measured(route.name, "`buildgen lock --check` (offline floor)", median(check), n,
+        Measured(route.name, "`buildgen lock` cold", median(rounds.cold), n,
+                 per(rounds.cold_requests), f"median of {repeat}"),
+        Measured(route.name, "`buildgen lock` warm", median(rounds.warm), n,
+                 per(rounds.warm_requests), f"median of {repeat}; file byte-identical"),
+        Measured(route.name, "`buildgen lock --check` (offline floor)", median(rounds.check), n,
                  0.0 if route.proxy else None, f"median of {repeat}; no registry"),
+        Measured(route.name, "`skopeo inspect --raw` loop", skopeo, n,
+                 rounds.skopeo_requests / done if route.proxy else None,
+                 f"{note}; in {repeat} parts between the rounds"),
     ]  # fmt: skip
-
-
-def time_skopeo(route: Route, references: list[str], sample: int, budget: float) -> Measured:
-    """The sequential skopeo loop: all of it, or `sample` references scaled to N when the whole
-    loop would take longer than `budget` seconds at their pace."""
-    total = len(references)
-    measured = ZERO
-    route.reset()
-    done = 0
-    for done, reference in enumerate(references, start=1):
-        measured += run(["skopeo", "inspect", "--raw", "--tls-verify=false",
-                         f"docker://{reference}"], Path.cwd())[0]  # fmt: skip
-        if done == sample and done < total:
-            projected = measured.wall / done * total
-            if projected > budget:
-                log(f"  skopeo ({route.name}): {done} in {measured.wall:.1f} s; all {total} "
-                    f"would take ~{projected:.0f} s > {budget:.0f} s: extrapolating")  # fmt: skip
-                break
-        if done % max(1, total // 10) == 0:
-            log(f"  skopeo ({route.name}): {done}/{total} in {measured.wall:.1f} s")
-    requests = route.requests() / done if route.proxy else None
-    scale = total / done
-    scaled = Timing(measured.wall * scale, measured.client_cpu * scale,
-                    measured.registry_cpu * scale, measured.proxy_cpu * scale)  # fmt: skip
-    note = "whole loop" if done == total else (
-        f"**extrapolated** from {done} of {total} ({measured.wall:.1f} s measured)"
-    )  # fmt: skip
-    return Measured(route.name, "`skopeo inspect --raw` loop", scaled, total, requests, note)
 
 
 # -- the concurrency sweep: lock.update in a child process, workers = max_connections = K ----
@@ -348,7 +390,10 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000, metavar="N", help="default 2000")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per buildgen case (median)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, metavar="R",
+        help="rounds: buildgen runs per case (median), parts of the skopeo loop (5)",
+    )  # fmt: skip
     parser.add_argument(
         "--budget", type=float, default=240, metavar="S",
         help="run a whole skopeo loop only if it should take at most S seconds (240)",
@@ -367,6 +412,7 @@ def main() -> None:
             sys.exit(f"{tool} is not on PATH")
     n = args.images
     ks = [int(k) for k in args.sweep.split(",") if k.strip()]
+    compileall.compile_dir(Path(buildgen_package.__file__).parent, quiet=1)
     cores = effective_cores()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-lock-") as tmp:
@@ -395,16 +441,12 @@ def main() -> None:
 
             rows: list[Measured] = []
             for route in (direct, proxied):
-                log(f"{route.name}: buildgen lock cold / warm / --check x {args.repeat} ...")
-                rows += time_lock(route, catalog, root, args.repeat, n)
-                log(f"  cold {rows[-3].timing.wall:.2f} s, warm {rows[-2].timing.wall:.2f} s, "
-                    f"--check {rows[-1].timing.wall:.2f} s")  # fmt: skip
                 references = [f"{i.repository}:{i.tag}" for i in
                               make_plan(load_catalog(catalog), registry=route.prefix,
                                         select=[SELECT]).images]  # fmt: skip
-                log(f"{route.name}: skopeo inspect loop over {len(references)} references ...")
-                rows.append(time_skopeo(route, references, args.sample, args.budget))
-                log(f"  {rows[-1].timing.wall:.1f} s ({rows[-1].note})")
+                log(f"{route.name}: {args.repeat} rounds of buildgen lock cold / warm / --check "
+                    f"and a part of the skopeo loop over {n} references ...")  # fmt: skip
+                rows += time_route(route, catalog, root, references, args)
 
             if sha(root / "lock-loopback.json") != sha(published):
                 sys.exit("the cold lock differs from the one publish wrote")
@@ -426,7 +468,10 @@ def main() -> None:
         f"storage). Setup is not timed. Every time is a whole command (subprocess), startup "
         f"included. {os.cpu_count()} CPUs; two busy processes got {cores:.2f} cores' worth when "
         f"measured at the start; load average {load_start:.1f} at the start, {load_end:.1f} at "
-        "the end. The client, the registry and the proxy share these CPUs."
+        "the end. The client, the registry and the proxy share these CPUs. Timed in "
+        f"{args.repeat} rounds per path, each buildgen's three runs and then the next "
+        f"{args.repeat}th of the skopeo loop, so that both are measured in the same minutes; "
+        "buildgen's bytecode compiled first, as `pip install` does."
     )
     print(
         "- loopback: `--registry 127.0.0.1:PORT/bench`; +20 ms: `--registry "
