@@ -7,6 +7,7 @@ a newline, so one image's change is a one-entry diff, and it is replaced atomica
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -88,16 +89,17 @@ def _json(value: Any, newline: str) -> str:
     if isinstance(value, int):
         return int.__repr__(value)
     inner = newline + "  "
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+    if isinstance(value, dict):
         if not value:
             return "{}"
-        items = sorted(value.items())
-        return (
-            "{"
-            + ",".join(f"{inner}{_string(k)}: {_json(v, inner)}" for k, v in items)
-            + newline
-            + "}"
-        )
+        try:  # a key not a str is refused by _string (or by sorting): json.dumps decides
+            items = ",".join(
+                f"{inner}{_string(k)}: {_json(v, inner)}" for k, v in sorted(value.items())
+            )
+        except TypeError:
+            pass
+        else:
+            return "{" + items + newline + "}"
     if isinstance(value, list):
         if not value:
             return "[]"
@@ -159,8 +161,12 @@ def write(path: Path, lock: Mapping[str, Any]) -> bool:
 # -- resolving from a registry ---------------------------------------------------------------
 
 
+class _Unfinished(Exception):
+    """An entry needs more from the registry than what is in hand."""
+
+
 def _entry(
-    client: RegistryClient,
+    client: RegistryClient | None,
     image: PlannedImage,
     digest: str | None = None,
     index: bytes | None = None,
@@ -170,7 +176,8 @@ def _entry(
 ) -> Entry:
     """The lock entry of `image`, from the registry (its primary tag, or a known digest);
     `index` is that digest's manifest when the caller has it in hand (publish just pushed it),
-    `manifest` the manifest its tag gave when the caller read it (`document`: parsed)."""
+    `manifest` the manifest its tag gave when the caller read it (`document`: parsed).
+    Without a client, _Unfinished when the entry would need a request."""
     from .platforms import platform_string
     from .registry import OCI_INDEX, Manifest, NotFound
 
@@ -178,6 +185,8 @@ def _entry(
     if manifest is None and index is not None and digest is not None:
         manifest = Manifest(digest, OCI_INDEX, index)
     elif manifest is None:
+        if client is None:
+            raise _Unfinished
         try:
             manifest = client.get_manifest(image.repository, digest or image.tag)
         except NotFound:
@@ -187,15 +196,20 @@ def _entry(
     inputs = None
     if manifest.is_index:
         inputs = (data.get("annotations") or {}).get(INPUTS_ANNOTATION)
-        for child in _platform_children(data):
-            annotations = child.get("annotations") or {}
-            platform = platform_string(child.get("platform") or {})
-            size = str(annotations.get(LAYERS_SIZE_ANNOTATION, ""))
-            platforms[platform] = {
-                "digest": child["digest"],
-                "size": int(size) if size.isdigit() else _layers_size(client, image, child),
-            }
+        for platform, child in _platform_children(data):
+            size = str((child.get("annotations") or {}).get(LAYERS_SIZE_ANNOTATION, ""))
+            if size.isdigit():
+                platforms[platform] = {"digest": child["digest"], "size": int(size)}
+            elif client is None:
+                raise _Unfinished
+            else:
+                platforms[platform] = {
+                    "digest": child["digest"],
+                    "size": _layers_size(client, image, child),
+                }
     else:
+        if client is None:
+            raise _Unfinished
         config = json.loads(b"".join(client.get_blob(image.repository, data["config"]["digest"])))
         platforms[platform_string(config)] = {"digest": manifest.digest, "size": layers_size(data)}
     entry: Entry = {
@@ -210,16 +224,19 @@ def _entry(
     return _Made(entry)
 
 
-def _platform_children(index: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The entries of an index that are platforms (not attestation manifests)."""
+def _platform_children(index: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The entries of an index that are platforms (not attestation manifests), with their
+    `os/arch[/variant]`."""
     from .platforms import platform_string
 
-    return [
-        child
-        for child in index.get("manifests", [])
-        if not (child.get("annotations") or {}).get(ATTESTATION_ANNOTATION)
-        and not platform_string(child.get("platform") or {}).startswith("unknown/")
-    ]
+    found = []
+    for child in index.get("manifests", []):
+        platform = platform_string(child.get("platform") or {})
+        if not platform.startswith("unknown/") and not (child.get("annotations") or {}).get(
+            ATTESTATION_ANNOTATION
+        ):
+            found.append((platform, child))
+    return found
 
 
 def _layers_size(client: RegistryClient, image: PlannedImage, child: Mapping[str, Any]) -> int:
@@ -273,8 +290,8 @@ def update(
             return  # reported below, in the plan's order
         image, document = new[position], manifest.json()
         fetched[image.key] = manifest, document
-        if _complete(manifest, document):
-            entries[image.key] = _entry(client, image, manifest=manifest, document=document)
+        with contextlib.suppress(_Unfinished):
+            entries[image.key] = _entry(None, image, manifest=manifest, document=document)
 
     _present(new, client.get_manifests(_tags(new), workers=workers, each=arrived))
     # Asked "still this digest?" (If-None-Match), a registry answers without reading the index.
@@ -333,17 +350,6 @@ def _present(images: Sequence[PlannedImage], found: Sequence[_T | None]) -> list
         if item is None:
             raise CheckFailed(f"{image.tags[0]} is not in the registry (publish it first)")
     return [item for item in found if item is not None]
-
-
-def _complete(manifest: Manifest | None, document: Mapping[str, Any] | None) -> bool:
-    """Whether a lock entry can be made of `manifest` alone (an index with layer sizes);
-    `document` is it parsed."""
-    if manifest is None or document is None or not manifest.is_index:
-        return False
-    return all(
-        str((child.get("annotations") or {}).get(LAYERS_SIZE_ANNOTATION, "")).isdigit()
-        for child in _platform_children(document)
-    )
 
 
 # -- checking --------------------------------------------------------------------------------

@@ -186,6 +186,9 @@ def test_one_mutated_image_changes_one_entry(published: tuple[Path, str]) -> Non
     assert list(after["images"]["agents/a"]["platforms"]) == ["linux/amd64"]
     # An index publish did not make has no size annotations: the lock reads the manifest.
     assert after["images"]["agents/a"]["platforms"]["linux/amd64"]["size"] == amd64.layers_size
+    fresh = catalog.parent / "fresh-agents.lock.json"  # the same, read by tag from no entry
+    assert _lock(catalog, prefix, "--select", "agents/*", "--lock", str(fresh)).returncode == 0
+    assert json.loads(fresh.read_text())["images"] == {"agents/a": after["images"]["agents/a"]}
 
     diff = _lock(catalog, prefix, "--diff", str(_saved(before, catalog.parent / "old.json")))
     assert diff.returncode == 0
@@ -274,7 +277,7 @@ def test_dumps_is_json_dumps(seed: int) -> None:
         if kind == 2:
             return rng.choice([0.5, 1e300, -0.0])
         if kind == 3:
-            return {}
+            return rng.choice([{}, {rng.randrange(3): "int key"}])
         if kind == 4:
             return [value(depth + 1) for _ in range(rng.randrange(3))]
         return {rng.choice(["b", "a", "é", "images", "z z"]): value(depth + 1) for _ in range(3)}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 import selectors
 import socket
 import ssl
@@ -45,6 +46,7 @@ Key = tuple[str, str, int]  # (scheme, host, port)
 _RECV = 1 << 16
 _MAX_HEAD = 1 << 16  # a response head larger than this is not a plain manifest answer
 _NO_BODY_STATUS = (204, 304)
+_UNSENDABLE = re.compile("[\r\n\0]")
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Request:
 
         ValueError for what cannot be sent as is: a CR, LF or NUL anywhere, non-ASCII target."""
         lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers)]
-        if any(c in line for line in lines for c in "\r\n\0"):
+        if _UNSENDABLE.search("".join(lines)):
             raise ValueError("a header or target holds a line break or NUL")
         text = "\r\n".join(lines)
         if not target.isascii() or not target.startswith("/"):
