@@ -164,9 +164,10 @@ class _Prepared:
     headers: list[tuple[str, str]]
     etag: str | None = None  # sent as If-None-Match
 
-    @property
-    def condition(self) -> dict[str, str]:
-        return {} if self.etag is None else {"If-None-Match": f'"{self.etag}"'}
+
+def _condition(etag: str | None) -> dict[str, str]:
+    """The header that asks whether a tag still points at the digest `etag`."""
+    return {} if etag is None else {"If-None-Match": f'"{etag}"'}
 
 
 def _statuses(method: str, missing_ok: bool, etag: str | None) -> tuple[int, ...]:
@@ -602,14 +603,12 @@ class RegistryClient:
         url = self._url(host, repo, f"manifests/{reference}")
         scopes = self._pull(repo)
         headers = [("Host", url.split("/", 3)[2]), ("Accept", MANIFEST_ACCEPT),
-                   ("User-Agent", _USER_AGENT)]  # fmt: skip
-        prepared = _Prepared(repo, host, reference, url, scopes, headers, etag)
-        headers += prepared.condition.items()
+                   ("User-Agent", _USER_AGENT), *_condition(etag).items()]  # fmt: skip
         if self._quick is not None:
             auth, _ = self._authorization(host, scopes)
             if auth:
                 headers.append(("Authorization", auth))
-        return prepared
+        return _Prepared(repo, host, reference, url, scopes, headers, etag)
 
     def _manifest_request_full(
         self, method: str, prepared: _Prepared, expected: tuple[int, ...]
@@ -621,7 +620,7 @@ class RegistryClient:
             url,
             kind=f"{method} manifest",
             scopes=prepared.scopes,
-            headers={"Accept": MANIFEST_ACCEPT, **prepared.condition},
+            headers={"Accept": MANIFEST_ACCEPT, **_condition(prepared.etag)},
         )
         if response.status_code == 404 and 404 not in expected:
             message = f"manifest {repo}:{prepared.reference} not found"
