@@ -793,17 +793,21 @@ def test_a_plain_http_server_is_told_apart_without_a_ca_store(
 ) -> None:
     transport = StdlibTransport()
     plain_host, plain_port = registry.host.rsplit(":", 1)
-    refusal = transport.plain_server(plain_host, int(plain_port))
-    assert refusal is not None and certificate_error(refusal) is None
+    refusal = transport.tls_refusal(plain_host, int(plain_port))  # answers with an HTTP error
+    assert isinstance(refusal, httpx.ConnectError) and tls_error(refusal) is not None
+    assert certificate_error(refusal) is None
     tls_host, tls_port = tls_registry.host.rsplit(":", 1)
-    assert transport.plain_server(tls_host, int(tls_port)) is None  # TLS: checked the full way
-    assert transport.plain_server("127.0.0.1", free_port()) is None  # nobody: the full way too
+    assert transport.tls_refusal(tls_host, int(tls_port)) is None  # TLS: checked the full way
+    nobody = transport.tls_refusal("127.0.0.1", free_port())
+    assert isinstance(nobody, httpx.ConnectError) and is_transient_error(nobody)
 
     made: list[object] = []
     monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: made.append(a))
-    with RegistryClient(options()) as client:
-        assert client.list_tags(unique(registry.host, "no-ca-store")) == []
-        assert client.stats["ping"] == 1  # over http only: the https attempt needed no request
+    with FaultProxy(registry.host, rate=0.0) as proxy:  # hangs up on a TLS hello
+        for host in (registry.host, proxy.host):
+            with RegistryClient(options()) as client:
+                assert client.list_tags(unique(host, "no-ca-store")) == []
+                assert client.stats["ping"] == 1  # over http only: no https request was sent
     assert made == []
 
 

@@ -918,9 +918,7 @@ class RegistryClient:
         failure: Exception | None = None
         if plain_ok and self._quick is not None:  # direct: no proxy in between
             where = httpx.URL(url)
-            refusal = self._quick.plain_server(where.host, where.port or 443)
-            if refusal is not None:
-                failure = httpx.ConnectError(str(refusal))
+            failure = self._quick.tls_refusal(where.host, where.port or 443)
         if failure is None:
             try:
                 return "https", self._send_once("GET", url, kind="ping"), None

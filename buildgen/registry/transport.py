@@ -59,8 +59,6 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from .retry import tls_error
-
 CHUNK_SIZE = 1 << 16
 # Safe methods (RFC 9110 9.2.1): sent again when a reused connection closed without a byte of
 # response, though the request may have reached the server.
@@ -101,6 +99,16 @@ def _set_timeout(sock: socket.socket | None, timeout: float | None) -> None:
 def _closed_before_response(exc: BaseException) -> bool:
     """Whether a failure to read a status line means the server closed without answering."""
     return isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
+
+
+def connect_error(exc: OSError, request: httpx.Request | None = None) -> httpx.TransportError:
+    """What a failure to connect (refused, unreachable, DNS, TLS, a timeout) is raised as."""
+    if isinstance(exc, TimeoutError):
+        error: httpx.TransportError = httpx.ConnectTimeout(str(exc) or "timed out", request=request)
+    else:
+        error = httpx.ConnectError(str(exc) or type(exc).__name__, request=request)
+    error.__cause__ = exc
+    return error
 
 
 def _read_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -311,13 +319,15 @@ class StdlibTransport(httpx.BaseTransport):
         self._release(key, conn, response)
         return response.status, found, body
 
-    def plain_server(self, host: str, port: int) -> ssl.SSLError | None:
-        """The TLS error a server answers a TLS hello with when it speaks something else
-        (a plain-http registry answers with an HTTP error), else None: it speaks TLS, or that
-        could not be told (no connection, a hang-up). For hosts allowed plain http, which are
-        asked over https first: this needs no CA store (loading one takes ~50 ms, which a
-        plain-http registry never needs). The context it uses has no CA at all, so it cannot
-        complete a handshake with anyone; nothing is sent over TLS."""
+    def tls_refusal(self, host: str, port: int) -> httpx.TransportError | None:
+        """How an https connection to host:port fails before any certificate is looked at
+        (a plain-http server answers the TLS hello with an HTTP error, a proxy may hang up,
+        nobody may listen), or None when the server gets as far as showing its certificate.
+
+        For hosts allowed plain http, which are asked over https first and over http when that
+        fails: this needs no CA store (loading one takes ~50 ms, which a plain-http registry
+        never needs). The context has no CA at all, so no handshake can complete; a server
+        that speaks TLS is then connected to the full way, certificate checked."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifying, hostname checked
         try:
             with (
@@ -326,9 +336,9 @@ class StdlibTransport(httpx.BaseTransport):
             ):
                 return None
         except ssl.SSLCertVerificationError:
-            return None  # TLS, with a certificate to check the full way
+            return None
         except OSError as exc:
-            return tls_error(exc)
+            return connect_error(exc)
 
     def close(self) -> None:
         with self._lock:
@@ -398,12 +408,9 @@ class StdlibTransport(httpx.BaseTransport):
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             connection.connect()
-        except TimeoutError as exc:
-            connection.close()
-            raise httpx.ConnectTimeout(str(exc) or "timed out", request=request) from exc
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (ssl.SSLError)
             connection.close()
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+            raise connect_error(exc, request) from exc
         return _Conn(connection)
 
     # -- one exchange --------------------------------------------------------------------------
