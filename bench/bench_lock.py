@@ -11,10 +11,10 @@ images and run `buildgen publish` on them (which also writes a lockfile). Then, 
 
 time the whole command (interpreter start, catalog, plan, registry work):
 
-- `buildgen lock` cold: no lockfile; per image a HEAD of the tag, a GET of the index, a GET of
-  each platform manifest (for the layer sizes the lock records);
-- `buildgen lock` warm: the lockfile the cold run just wrote; per image one HEAD, digests
-  unchanged, the file stays byte-identical (checked);
+- `buildgen lock` cold: no lockfile; per image one GET of the index by tag (the layer sizes the
+  lock records are annotations publish put on the index);
+- `buildgen lock` warm: the lockfile the cold run just wrote; per image one HEAD of the tag with
+  If-None-Match: its digest (distribution answers 304), the file stays byte-identical (checked);
 - `buildgen lock --check`: offline, no registry (the fixed cost of startup + plan + reading);
 - a loop of `skopeo inspect --raw --tls-verify=false docker://REF`, one process per reference,
   sequential, as a script would do it (it reads only the index, not the platform manifests).
@@ -480,10 +480,10 @@ def main() -> None:
         "repositories). HTTP requests/image are the proxy's counts (the same on loopback)."
     )
     print(
-        "- cold: `buildgen lock --lock NEW` with no lockfile (HEAD tag, GET index by digest, GET "
-        "each platform manifest for its layer sizes). warm: the same command again on the file "
-        "the cold run wrote: one HEAD per image, nothing changed, file byte-identical "
-        "(checked). The cold loopback lock is byte-identical to the one `publish` wrote; the "
+        "- cold: `buildgen lock --lock NEW` with no lockfile: one GET of the index by tag per "
+        "image (the layer sizes are annotations on the index). warm: the same command again on "
+        "the file the cold run wrote: one HEAD per image with If-None-Match (304: unchanged), "
+        "file byte-identical (checked). The cold loopback lock is byte-identical to the one `publish` wrote; the "
         "proxy's is the same with the proxy's host (checked). Through the proxy nothing is "
         "reused from the loopback run: a lock is for one registry prefix."
     )
