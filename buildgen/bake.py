@@ -142,6 +142,31 @@ def _write_all(out: Path, texts: Sequence[str], plan_json: str) -> tuple[Path, .
     return tuple(out / name for name in names)
 
 
+# `--set` keys that change what a target builds (cache, output, pull and the like do not).
+_BUILD_KEYS = frozenset({"annotations", "args", "attest", "context", "contexts", "dockerfile",
+                         "dockerfile-inline", "labels", "network", "platform", "secrets", "ssh",
+                         "target"})  # fmt: skip
+
+
+def unhashed_settings(extra_args: Sequence[str]) -> list[str]:
+    """The arguments after `--` that change what is built, which the inputs hash does not see:
+    `--set` of a build key (`*.args.X=1`) and extra bake files (`-f`, `--file`)."""
+    found = []
+    args = iter(extra_args)
+    for arg in args:
+        name, equals, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name not in ("--set", "-f", "--file"):
+            continue
+        if not equals:
+            value = next(args, "")
+        if name == "--set":
+            target_key = value.partition("=")[0].split(".")
+            if len(target_key) < 2 or target_key[1] not in _BUILD_KEYS:
+                continue
+        found.append(f"{name} {value}")
+    return found
+
+
 def metadata_path(bake_file: Path) -> Path:
     """Where buildx writes its metadata for one bake file."""
     return bake_file.with_name(bake_file.name.replace("docker-bake.", "metadata.")[:-4] + ".json")

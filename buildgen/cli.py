@@ -487,13 +487,30 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
     from dataclasses import replace
 
-    from .bake import BakeOptions, bake, detect_push_mode, failed_keys, prepare, restrict
+    from .bake import (
+        BakeOptions,
+        bake,
+        detect_push_mode,
+        failed_keys,
+        prepare,
+        restrict,
+        unhashed_settings,
+    )
     from .render import PushMode
 
     if args.platform is not None:
         problem = platform_problem(args.platform)
         if problem:
             raise UsageError(f"--platform: {problem}")
+    unhashed = unhashed_settings(passthrough)
+    if unhashed:
+        log.warning(
+            "%s after `--` change what is built, but not the images' inputs hash: with --push, "
+            "images already published with the same inputs are skipped (add --rebuild), and "
+            "what is built is tagged and locked as if built without them. Settings that belong "
+            "to an image go in the catalog.",
+            ", ".join(unhashed),
+        )
     plan = _make_plan(args)
     out = args.out if args.out is not None else plan.catalog.root / "build" / "bake"
     if args.retry_failed:

@@ -128,6 +128,19 @@ def test_dry_run_needs_no_docker(tmp_path: Path) -> None:
     assert json.loads((out / "plan.json").read_text())[0]["key"] == "core/crane-runner"
 
 
+def test_build_settings_after_the_separator_are_warned_about(tmp_path: Path) -> None:
+    """They change what is built but not the inputs hash: a warning says what that means."""
+    changing = buildgen("bake", "--dry-run", "--out", str(tmp_path), "--", "--progress", "plain",
+                        "--set", "*.args.PYTHON=3.12", "--file=extra.hcl")  # fmt: skip
+    assert changing.returncode == 0, changing.stderr
+    assert "--set *.args.PYTHON=3.12, --file extra.hcl after `--`" in changing.stderr
+    assert "--rebuild" in changing.stderr
+    harmless = buildgen("bake", "--dry-run", "--out", str(tmp_path), "--", "--set",
+                        "*.cache-from=type=local,src=/tmp/c", "--progress", "plain")  # fmt: skip
+    assert harmless.returncode == 0, harmless.stderr
+    assert "inputs hash" not in harmless.stderr
+
+
 def test_rerender_replaces_the_whole_set(tmp_path: Path) -> None:
     assert (
         buildgen("bake", "--dry-run", "--out", str(tmp_path), "--shard-size", "4").returncode == 0
