@@ -239,6 +239,13 @@ def test_resets_go_the_full_way(registry: Registry) -> None:
         proxy.inject("503", 2)
         gets = client.get_manifests([(repo, f"t{i}") for i in range(8)], workers=3)
         assert [g.data if g else None for g in gets] == manifests
+        proxy.inject("reset", 2)
+        proxy.inject("503", 2)
+        digests = [sha256_digest(m) for m in manifests]
+        believed = [*digests[:4], None, None, "sha256:" + "0" * 64, digests[7]]
+        assert client.tag_digests([(repo, f"t{i}") for i in range(8)], believed, workers=3) == (
+            digests
+        )
         with pytest.raises(RegistryError):
             proxy.inject("503", 100)
             client.head_manifests([(repo, "t0"), (repo, "t1")], workers=2)
