@@ -10,6 +10,7 @@ Dockerfile (templates/combination.Dockerfile.j2) does with COPY, from the same r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -288,8 +289,10 @@ def materialize(
     refs = [ref for part in parts for ref, _, _ in pulled[part.pinned.role].layers]
     unpacked_record: dict[str, Any] | None = None
     try:
-        with cache.prefetch(client, refs) as fetches:
+        with contextlib.ExitStack() as held, cache.prefetch(client, refs) as fetches:
             chain = chain_id_of(image.diff_ids)  # None: the image cannot be kept unpacked
+            if unpacked and chain:  # no process evicts the tree while it is copied
+                held.enter_context(unpacked.hold(chain))
             tree = unpacked.get(image.diff_ids) if unpacked and chain else None
             if tree is not None:
                 unpacked_record = {"chainId": chain, "reused": True}
@@ -298,6 +301,7 @@ def materialize(
                 unpacked_record = {"chainId": chain, "reused": False}
             if tree is not None and unpacked_record is not None:
                 unpacked_record["rootfs"] = _from_tree(tree, rootfs, overlay)
+                held.close()  # copied, or mounted (which keeps it from eviction itself)
             else:
                 rootfs.mkdir(parents=True, exist_ok=True)
                 rootfs.chmod(0o755)

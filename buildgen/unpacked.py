@@ -21,11 +21,19 @@ Rules, and why:
   not), so the cache directory must be as trusted as the rootfs it feeds.
 - Images without diff_ids in their config (none made by BuildKit or Docker) are not kept.
 - `limit` bounds the bytes of file contents kept: after a build, the least recently used trees
-  go first (a tree's use touches its seal).
+  go first (a tree's use touches its seal). A tree in use is never removed, by any process:
+  its user holds a shared `flock` on `<chain id hex>.lock` (`hold`) while it copies the tree,
+  and eviction takes that lock exclusively without waiting, or passes the tree by. A tree that
+  is the lower directory of an overlay mounted in this mount namespace is passed by too (the
+  mount outlives the process that made it); one mounted only in another namespace (another
+  container sharing the cache) is not seen. The lock files stay: removing one while another
+  process opens it would split the lock in two.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -78,6 +86,18 @@ class UnpackedCache:
     def __init__(self, root: Path, *, limit: int) -> None:
         self.root = root
         self.limit = limit
+
+    @contextlib.contextmanager
+    def hold(self, chain: str) -> Iterator[None]:
+        """Keep the tree of `chain` (made already or not) from eviction until the block ends;
+        wait while it is being evicted (after which `get` will not find it)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = self._lock(chain)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def get(self, diff_ids: Sequence[str | None]) -> Path | None:
         """The unpacked tree of the layers with these diff_ids when the cache has it, sealed."""
@@ -145,6 +165,11 @@ class UnpackedCache:
         hexdigest = key.split(":", 1)[1]
         return self.root / hexdigest, self.root / f"{hexdigest}.json"
 
+    def _lock(self, key: str) -> int:
+        hexdigest = key.split(":", 1)[1]
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.open(self.root / f"{hexdigest}.lock", flags, 0o600)
+
     def _seals(self) -> list[tuple[float, int, str]]:
         """(last use, bytes, hex) of every sealed tree."""
         found = []
@@ -157,17 +182,30 @@ class UnpackedCache:
         return found
 
     def _evict(self, keep: str) -> None:
-        """Remove the least recently used trees until the rest fit in `limit` bytes."""
+        """Remove the least recently used trees until the rest fit in `limit` bytes, but for
+        the ones in use (held, or under an overlay mount)."""
         seals = sorted(self._seals())
         total = sum(size for _, size, _ in seals)
+        mounted = _overlay_lower_dirs()
         for _, size, hexdigest in seals:
             if total <= self.limit:
                 break
-            if hexdigest == keep.split(":", 1)[1]:
+            tree = self.root / hexdigest
+            if hexdigest == keep.split(":", 1)[1] or str(tree.resolve()) in mounted:
                 continue
-            log.info("unpacked cache over its limit: removing sha256:%s", hexdigest)
-            (self.root / f"{hexdigest}.json").unlink(missing_ok=True)  # unseal first
-            shutil.rmtree(self.root / hexdigest, ignore_errors=True)
+            fd = self._lock(f"sha256:{hexdigest}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                log.debug("unpacked sha256:%s is in use: kept", hexdigest)
+                continue
+            try:
+                log.info("unpacked cache over its limit: removing sha256:%s", hexdigest)
+                (self.root / f"{hexdigest}.json").unlink(missing_ok=True)  # unseal first
+                shutil.rmtree(tree, ignore_errors=True)
+            finally:
+                os.close(fd)
             total -= size
 
     def _remove_stale(self) -> None:
@@ -183,3 +221,22 @@ class UnpackedCache:
                 continue
             if not sealed and old:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _overlay_lower_dirs() -> set[str]:
+    """The lower directories of the overlays mounted in this mount namespace."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    found: set[str] = set()
+    for line in lines.splitlines():
+        _, separator, rest = line.partition(" - ")
+        fields = rest.split(" ")
+        if not separator or len(fields) < 3 or fields[0] != "overlay":
+            continue
+        for option in fields[2].split(","):
+            if option.startswith("lowerdir="):
+                # Escaped as octal (\040 for a space); paths buildgen mounts have none.
+                found.update(option[len("lowerdir=") :].split(":"))
+    return found

@@ -83,3 +83,28 @@ def test_mount_write_unmount(tmp_path: Path) -> None:
     assert (upper_of(merged) / "upper" / "new").read_text() == "n"
     unmount(merged)
     assert not merged.exists() and not upper_of(merged).exists()
+
+
+def test_a_tree_under_an_overlay_is_not_evicted(tmp_path: Path) -> None:
+    """The mount outlives the process that made it: eviction looks at the mounts."""
+    from hostile import write_blob
+
+    from buildgen.unpacked import UnpackedCache
+
+    problem = mount_problem(tmp_path)
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to mount an overlay: {problem}")
+        pytest.skip(f"cannot mount an overlay here: {problem}")
+    layers = [layer(f(f"file{i}", str(i) * 1000)) for i in range(2)]
+    images = [[(write_blob(tmp_path / "blobs", x.blob), x.media_type, x.diff_id)] for x in layers]
+    cache = UnpackedCache(tmp_path / "unpacked", limit=1500)  # room for one
+    first = cache.build([layers[0].diff_id], images[0])
+    merged = tmp_path / "merged"
+    assert materialize._from_tree(first, merged, overlay=True) == "overlay"
+    try:
+        cache.build([layers[1].diff_id], images[1])  # over the limit: the mounted one stays
+        assert cache.get([layers[0].diff_id]) == first
+        assert (merged / "file0").read_text() == "0" * 1000
+    finally:
+        unmount(merged)

@@ -102,6 +102,21 @@ def test_least_recently_used_trees_go_first(tmp_path: Path) -> None:
     assert cache.get(ids(images[1])) == second and cache.get(ids(images[2])) == third
 
 
+def test_a_tree_in_use_is_not_evicted(tmp_path: Path) -> None:
+    images = [blobs(tmp_path, layer(f(f"file{i}", str(i) * 1000))) for i in range(3)]
+    cache = UnpackedCache(tmp_path / "unpacked", limit=1500)  # room for one of 1,000 bytes
+    first = cache.build(ids(images[0]), images[0])
+    chain = chain_id_of(ids(images[0]))
+    assert chain is not None
+    with cache.hold(chain):  # as materialize holds it while it copies (flock: any process)
+        second = cache.build(ids(images[1]), images[1])
+        assert cache.get(ids(images[0])) == first
+        assert (first / "file0").read_text() == "0" * 1000
+    third = cache.build(ids(images[2]), images[2])  # no longer held: both older ones go
+    assert cache.get(ids(images[0])) is None and not first.exists() and not second.exists()
+    assert cache.get(ids(images[2])) == third
+
+
 def test_layers_are_taken_one_at_a_time(tmp_path: Path) -> None:
     # A generator of layers (materialize hands each over once its blob is downloaded) is
     # consumed lazily: the first layer is applied before the second is asked for.
