@@ -91,8 +91,13 @@ class UnpackedCache:
     def hold(self, chain: str) -> Iterator[None]:
         """Keep the tree of `chain` (made already or not) from eviction until the block ends;
         wait while it is being evicted (after which `get` will not find it)."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = self._lock(chain)
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = self._lock(chain)
+        except OSError as exc:  # a cache this process cannot write: it evicts nothing either
+            log.debug("unpacked cache %s: no lock (%s)", self.root, exc)
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
