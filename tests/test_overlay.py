@@ -6,17 +6,27 @@ import os
 from pathlib import Path
 
 import pytest
-from hostile import d, f, layer
+from hostile import d, f, layer, write_blob
 from test_extract import apply
 
 from buildgen import materialize
 from buildgen.extract import hardlinks, tree
 from buildgen.overlay import OverlayError, OverlayUnavailable, overlay_mount, unmount, upper_of
+from buildgen.unpacked import UnpackedCache
 
 
 def image(tmp_path: Path) -> Path:
     apply(tmp_path, layer(d("tasks", 0o700), f("tasks/answer", "42", 0o600), f("bin", "x", 0o755)))
     return tmp_path / "rootfs"
+
+
+def require_overlay(tmp_path: Path) -> None:
+    """Skip where no overlay can be mounted (saying why); in CI, fail."""
+    problem = mount_problem(tmp_path)
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to mount an overlay: {problem}")
+        pytest.skip(f"cannot mount an overlay here: {problem}")
 
 
 def mount_problem(tmp_path: Path) -> str | None:
@@ -66,11 +76,7 @@ def test_unmount_refuses_what_is_not_mounted(tmp_path: Path) -> None:
 
 
 def test_mount_write_unmount(tmp_path: Path) -> None:
-    problem = mount_problem(tmp_path)
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to mount an overlay: {problem}")
-        pytest.skip(f"cannot mount an overlay here: {problem}")
+    require_overlay(tmp_path)
     source = image(tmp_path)
     before = tree(source)
     merged = tmp_path / "merged"
@@ -87,15 +93,7 @@ def test_mount_write_unmount(tmp_path: Path) -> None:
 
 def test_a_tree_under_an_overlay_is_not_evicted(tmp_path: Path) -> None:
     """The mount outlives the process that made it: eviction looks at the mounts."""
-    from hostile import write_blob
-
-    from buildgen.unpacked import UnpackedCache
-
-    problem = mount_problem(tmp_path)
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to mount an overlay: {problem}")
-        pytest.skip(f"cannot mount an overlay here: {problem}")
+    require_overlay(tmp_path)
     layers = [layer(f(f"file{i}", str(i) * 1000)) for i in range(2)]
     images = [[(write_blob(tmp_path / "blobs", x.blob), x.media_type, x.diff_id)] for x in layers]
     cache = UnpackedCache(tmp_path / "unpacked", limit=1500)  # room for one
