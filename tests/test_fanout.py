@@ -226,6 +226,45 @@ def test_tag_digests_ask_if_none_match(registry: Registry, monkeypatch: pytest.M
         assert full.stats["HEAD manifest"] == len(items)
 
 
+class _Untold(httpx.BaseTransport):
+    """A registry that does not tell a manifest's digest on HEAD (some do not)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "HEAD" and "Docker-Content-Digest" in response.headers:
+            del response.headers["Docker-Content-Digest"]
+        return response
+
+
+def test_heads_that_do_not_tell_the_digest_are_completed_many_at_once(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RegistryClient(options()) as client:
+        repo = unique(registry.host, "untold")
+        data = [push_manifest(client, repo, f"t{i}", f"U{i}".encode()) for i in range(6)]
+    batches: list[int] = []
+    original = RegistryClient.get_manifests
+
+    def counting(self: RegistryClient, items: Any, **kwargs: Any) -> Any:
+        batches.append(len(items))
+        return original(self, items, **kwargs)
+
+    monkeypatch.setattr(RegistryClient, "get_manifests", counting)
+    items = [(repo, f"t{i}") for i in range(6)] + [(repo, "absent")]
+    with RegistryClient(options(), transport=_Untold()) as client:
+        heads = client.head_manifests(items, workers=3)
+        assert [h.digest if h else None for h in heads] == [*map(sha256_digest, data), None]
+        assert [h.size if h else None for h in heads] == [*map(len, data), None]
+        assert batches == [6]  # one batch of reads, not one read after another
+        assert client.tag_digests(items, [sha256_digest(data[0])] * 7, workers=3) == [
+            *map(sha256_digest, data),
+            None,
+        ]
+
+
 def test_resets_go_the_full_way(registry: Registry) -> None:
     with (
         FaultProxy(registry.host, rate=0.0) as proxy,

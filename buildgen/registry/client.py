@@ -170,6 +170,18 @@ def _condition(etag: str | None) -> dict[str, str]:
     return {} if etag is None else {"If-None-Match": f'"{etag}"'}
 
 
+def _told(answer: _Answer, reference: str) -> Descriptor | None:
+    """The descriptor a HEAD answer tells in its headers, or None when it does not tell all."""
+    digest = answer.headers.get("docker-content-digest", "")
+    length = answer.headers.get("content-length", "")
+    media_type = base_media_type(answer.headers.get("content-type"))
+    if not is_digest(digest) and is_digest(reference):
+        digest = reference
+    if not is_digest(digest) or not length.isdigit() or not media_type:
+        return None
+    return Descriptor(digest=digest, media_type=media_type, size=int(length))
+
+
 def _statuses(method: str, missing_ok: bool, etag: str | None) -> tuple[int, ...]:
     """The answers to a manifest request: 200; 404 to a HEAD (or to a GET when `missing_ok`);
     304 when asked with If-None-Match."""
@@ -348,14 +360,15 @@ class RegistryClient:
 
     def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         """The descriptor of a manifest or index, or None when the registry does not have it."""
-        return self._descriptor(self._manifest_request("HEAD", repository, reference), reference)
+        answer = self._manifest_request("HEAD", repository, reference)
+        return self._descriptors([answer], [(repository, reference)], workers=1)[0]
 
     def head_manifests(
         self, items: Sequence[tuple[str, str]], *, workers: int = 16
     ) -> list[Descriptor | None]:
         """`head_manifest` of each (repository, reference), many at once (`_manifest_requests`)."""
         answers = self._manifest_requests("HEAD", items, workers)
-        return [self._descriptor(a, ref) for a, (_, ref) in zip(answers, items, strict=True)]
+        return self._descriptors(answers, items, workers=workers)
 
     def tag_digests(
         self,
@@ -377,13 +390,11 @@ class RegistryClient:
             for (_, tag), digest in zip(items, believed, strict=True)
         ]
         answers = self._manifest_requests("HEAD", items, workers, etags=etags)
-        digests: list[str | None] = []
-        for answer, (_, tag), etag in zip(answers, items, etags, strict=True):
-            if answer.status == 304 and etag is not None:
-                digests.append(etag)
-            else:
-                found = self._descriptor(answer, tag)
-                digests.append(found.digest if found is not None else None)
+        digests = list(etags)  # what a 304 confirms; the others are replaced below
+        told = [i for i, a in enumerate(answers) if a.status != 304 or etags[i] is None]
+        found = self._descriptors([answers[i] for i in told], [items[i] for i in told], workers)
+        for index, descriptor in zip(told, found, strict=True):
+            digests[index] = descriptor.digest if descriptor is not None else None
         return digests
 
     def get_manifest(self, repository: str, reference: str) -> Manifest:
@@ -412,21 +423,22 @@ class RegistryClient:
         self._manifest_requests("GET", items, workers, missing_ok=True, each=arrived)
         return manifests
 
-    def _descriptor(self, answer: _Answer, reference: str) -> Descriptor | None:
-        if answer.status == 404:
-            return None
-        digest = answer.headers.get("docker-content-digest", "")
-        length = answer.headers.get("content-length", "")
-        media_type = base_media_type(answer.headers.get("content-type"))
-        if not is_digest(digest) and is_digest(reference):
-            digest = reference
-        if not is_digest(digest) or not length.isdigit() or not media_type:
-            # Not every registry tells all on HEAD; the bytes do.
-            try:
-                return self.get_manifest(str(answer.repo), reference).descriptor
-            except NotFound:
-                return None
-        return Descriptor(digest=digest, media_type=media_type, size=int(length))
+    def _descriptors(
+        self, answers: Sequence[_Answer], items: Sequence[tuple[str, str]], workers: int
+    ) -> list[Descriptor | None]:
+        """The descriptors that HEAD answers give (None for a 404). Not every registry tells
+        all on a HEAD: those are completed from the manifests' bytes, read many at once."""
+        found = [
+            None if answer.status == 404 else _told(answer, reference)
+            for answer, (_, reference) in zip(answers, items, strict=True)
+        ]
+        untold = [i for i, answer in enumerate(answers) if answer.status != 404 and not found[i]]
+        if untold:
+            wanted = [(str(answers[i].repo), items[i][1]) for i in untold]
+            manifests = self.get_manifests(wanted, workers=workers)
+            for index, manifest in zip(untold, manifests, strict=True):
+                found[index] = manifest.descriptor if manifest is not None else None
+        return found
 
     def _manifest(self, answer: _Answer, reference: str) -> Manifest:
         repo, data = answer.repo, answer.body
