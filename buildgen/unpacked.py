@@ -191,12 +191,16 @@ class UnpackedCache:
         the ones in use (held, or under an overlay mount)."""
         seals = sorted(self._seals())
         total = sum(size for _, size, _ in seals)
-        mounted = _overlay_lower_dirs()
+        mounted: set[str] | None = None  # read only when something is to go
         for _, size, hexdigest in seals:
             if total <= self.limit:
                 break
             tree = self.root / hexdigest
-            if hexdigest == keep.split(":", 1)[1] or str(tree.resolve()) in mounted:
+            if hexdigest == keep.split(":", 1)[1]:
+                continue
+            if mounted is None:
+                mounted = _overlay_lower_dirs()
+            if str(tree.resolve()) in mounted:
                 continue
             fd = self._lock(f"sha256:{hexdigest}")
             try:

@@ -78,7 +78,7 @@ from .retry import (
     is_transient_error,
     tls_error,
 )
-from .transport import DEFAULT_PORTS, ProxyRouter, StdlibTransport, environment_proxies
+from .transport import ProxyRouter, StdlibTransport, endpoint, environment_proxies
 
 log = logging.getLogger(__name__)
 _USER_AGENT = f"buildgen/{__version__}"
@@ -528,8 +528,12 @@ class RegistryClient:
                 each(0, first)
             self._fan_out(method, items, answers, missing_ok, conditions, workers, each)
         left = [index for index, answer in enumerate(answers) if answer is None]
-        if left:
-            with ThreadPoolExecutor(max(1, min(workers, len(left)))) as pool:
+        if len(left) == 1:  # no thread for one request
+            answers[left[0]] = answer = one(left[0])
+            if each is not None:
+                each(left[0], answer)
+        elif left:
+            with ThreadPoolExecutor(min(workers, len(left))) as pool:
                 for index, answer in zip(left, pool.map(one, left), strict=True):
                     answers[index] = answer
                     if each is not None:
@@ -557,9 +561,10 @@ class RegistryClient:
             base = prepared.host.base
             key = keys.get(base)
             if key is None:
-                split = urllib.parse.urlsplit(base)
-                scheme, hostname = split.scheme, split.hostname or ""
-                key = keys[base] = (scheme, hostname, split.port or DEFAULT_PORTS[scheme])
+                where = endpoint(base)
+                if where is None:
+                    continue
+                key = keys[base] = where[0]
             try:
                 path = prepared.url[len(base) :]
                 request = fanout.Request.build(key, method, path, prepared.headers)
@@ -928,9 +933,10 @@ class RegistryClient:
         """
         url = f"https://{host.api_host}/v2/"
         failure: Exception | None = None
-        if plain_ok and self._quick is not None:  # direct: no proxy in between
-            where = httpx.URL(url)
-            failure = self._quick.tls_refusal(where.host, where.port or 443)
+        where = endpoint(url)
+        if plain_ok and self._quick is not None and where is not None:  # direct: no proxy
+            _, hostname, port = where[0]
+            failure = self._quick.tls_refusal(hostname, port)
         if failure is None:
             try:
                 return "https", self._send_once("GET", url, kind="ping"), None

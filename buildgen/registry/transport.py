@@ -101,6 +101,20 @@ def _closed_before_response(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
 
 
+def endpoint(url: str) -> tuple[_Key, str] | None:
+    """Where an http(s) URL goes, (scheme, host, port) as the pool keys its connections, and
+    its origin-form target (path and query); None for any other URL."""
+    try:
+        split = urllib.parse.urlsplit(url)
+        port = split.port
+    except ValueError:  # a port that is not a number, or out of range
+        return None
+    if split.scheme not in DEFAULT_PORTS or not split.hostname:
+        return None
+    target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    return (split.scheme, split.hostname, port or DEFAULT_PORTS[split.scheme]), target
+
+
 def connect_error(exc: OSError, request: httpx.Request | None = None) -> httpx.TransportError:
     """What a failure to connect (refused, unreachable, DNS, TLS, a timeout) is raised as."""
     if isinstance(exc, TimeoutError):
@@ -291,18 +305,16 @@ class StdlibTransport(httpx.BaseTransport):
         and body, or None when anything at all goes wrong or the body would be larger than
         `max_body`, for the caller to send the request again the full way (both methods are
         safe to repeat). Only an idle pooled connection is used: None when there is none."""
-        scheme, _, rest = url.partition("://")
-        authority, slash, rest = rest.partition("/")
-        host, _, port = authority.rpartition(":") if ":" in authority else (authority, "", "")
-        if scheme not in DEFAULT_PORTS or not host or (not port.isdigit() and port):
+        where = endpoint(url)
+        if where is None:
             return None
-        key: _Key = (scheme, host.strip("[]"), int(port) if port else DEFAULT_PORTS[scheme])
+        key, target = where
         conn = self._idle_connection(key)
         if conn is None:
             return None
         try:
             connection = conn.http
-            connection.putrequest(method, slash + rest, True, True)
+            connection.putrequest(method, target, True, True)
             for name, value in headers:
                 connection.putheader(name, value)
             connection.endheaders()
