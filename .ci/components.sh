@@ -9,6 +9,7 @@
 #   bash .ci/components.sh stop      # stops both daemons
 #   bash .ci/components.sh status    # is the engine answering?
 #   bash .ci/components.sh check     # verifies every component, non-zero if any is missing
+#   bash .ci/components.sh logs      # the daemons' last log lines (and any Go panic), after a failure
 #   bash .ci/components.sh env       # prints the `export DOCKER_HOST=...` line
 #
 # Usage from another script:   eval "$(bash .ci/components.sh start)"
@@ -478,6 +479,19 @@ cmd_check() {
     log "all components present"
 }
 
+# what the daemons said, for a failed run: the last lines of their logs, and a Go panic whole
+cmd_logs() {
+    local f
+    for f in "$LOGDIR/containerd.log" "$LOGDIR/dockerd.log"; do
+        [ -f "$f" ] || continue
+        if grep -q '^panic: ' "$f"; then
+            printf '[components] ----- %s: the daemon crashed -----\n' "$f" >&2
+            sed -n '/^panic: /,/^$/p' "$f" | head -n 60 >&2
+        fi
+    done
+    tail_logs
+}
+
 # -------------------------------------------------------------------- main ---
 
 case ${1:-} in
@@ -487,6 +501,7 @@ case ${1:-} in
     restart) cmd_stop; cmd_start ;;
     status)  cmd_status ;;
     check)   cmd_check ;;
+    logs)    cmd_logs ;;
     env)     print_env ;;
-    *) printf 'usage: %s install|start|stop|restart|status|check|env\n' "$0" >&2; exit 2 ;;
+    *) printf 'usage: %s install|start|stop|restart|status|check|logs|env\n' "$0" >&2; exit 2 ;;
 esac

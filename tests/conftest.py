@@ -65,15 +65,29 @@ def docker_daemon() -> None:
         missing(problem)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def _serve_registry(workdir: Path, tls: bool) -> Iterator[Registry]:
     if shutil.which("docker-registry") is None:
         missing("docker-registry is not installed (apt-get install docker-registry)")
-    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    reg = start_registry(workdir, tls=tls)
     try:
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A plain-http registry on loopback, for buildgen's own clients (never the Docker daemon's:
+    see `docker_registry`)."""
+    yield from _serve_registry(tmp_path_factory.mktemp("registry"), tls=False)
+
+
+@pytest.fixture(scope="session")
+def docker_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """An https registry on loopback (the test CA: `Registry.env()`, `Registry.options()`) for
+    tests where the Docker daemon pushes or pulls: dockerd 26.1 can crash on plain-http loopback
+    registries (components.py says why)."""
+    yield from _serve_registry(tmp_path_factory.mktemp("docker-registry"), tls=True)
 
 
 @pytest.fixture(scope="session")

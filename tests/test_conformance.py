@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from components import Registry
@@ -24,24 +25,31 @@ RUNTIME_ONLY = ("/.dockerenv", "/dev", "/proc", "/sys", "/etc/hostname", "/etc/h
                 "/etc/resolv.conf", "/etc/mtab")  # fmt: skip
 
 
-def buildgen(*args: str) -> subprocess.CompletedProcess[str]:
+class Released(NamedTuple):
+    prefix: str
+    lock: Path
+    env: dict[str, str]
+    """The environment buildgen needs to trust the registry."""
+
+
+def buildgen(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True,
-                          text=True, cwd=REPO)  # fmt: skip
+                          text=True, cwd=REPO, env=env)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def released(
-    base_image: str, registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, Path]:
-    prefix = f"{registry.host}/conformance"
+    base_image: str, docker_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Released:
+    prefix, env = f"{docker_registry.host}/conformance", docker_registry.env()
     out = tmp_path_factory.mktemp("bake")
-    bake = buildgen("bake", "--push", "--registry", prefix, "--out", str(out))  # fmt: skip
+    bake = buildgen("bake", "--push", "--registry", prefix, "--out", str(out), env=env)  # fmt: skip
     assert bake.returncode == 0, bake.stderr[-3000:]
     lock = out / "images.lock.json"
     publish = buildgen("publish", "--registry", prefix, "--lock", str(lock),
-                       "--from", str(out / "results.all.json"))  # fmt: skip
+                       "--from", str(out / "results.all.json"), env=env)  # fmt: skip
     assert publish.returncode == 0, publish.stderr[-3000:]
-    return prefix, lock
+    return Released(prefix, lock, env)
 
 
 def exported(reference: str, dest: Path) -> Path:
@@ -76,21 +84,21 @@ def image_tree(rootfs: Path) -> dict[str, TreeEntry]:
     ],
 )  # fmt: skip
 def test_crane_mode_equals_container_mode(
-    released: tuple[str, Path],
+    released: Released,
     tmp_path: Path,
     benchmark: str,
     task: str | None,
     agent: str,
     image: str,
 ) -> None:
-    prefix, lock = released
+    prefix, lock, env = released
     rootfs, record = tmp_path / "rootfs", tmp_path / "record.json"
     args = ["materialize", "--lock", str(lock), "--benchmark", benchmark, "--agent", agent,
             "--gateway", "mock-gateway", "--platform", "linux/amd64", "--rootfs", str(rootfs),
             "--cache", str(tmp_path / "cache"), "--record", str(record)]  # fmt: skip
     if task:
         args += ["--task", task]
-    result = buildgen(*args)
+    result = buildgen(*args, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     crane = image_tree(rootfs)
@@ -118,23 +126,23 @@ def test_crane_mode_equals_container_mode(
     )
 
 
-def test_second_run_downloads_nothing(released: tuple[str, Path], tmp_path: Path) -> None:
-    _, lock = released
+def test_second_run_downloads_nothing(released: Released, tmp_path: Path) -> None:
+    _, lock, env = released
     args = ["materialize", "--lock", str(lock), "--benchmark", "terminal-bench", "--agent",
             "echo-agent", "--platform", "linux/amd64", "--cache", str(tmp_path / "cache")]  # fmt: skip
-    first = buildgen(*args, "--rootfs", str(tmp_path / "one"))
+    first = buildgen(*args, "--rootfs", str(tmp_path / "one"), env=env)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["unpacked"]["reused"] is False  # extracted, kept, copied
     blobs = sorted((tmp_path / "cache" / "blobs").rglob("sha256/*"))
     times = [b.stat().st_mtime_ns for b in blobs]
-    second = buildgen(*args, "--rootfs", str(tmp_path / "two"), "-v")
+    second = buildgen(*args, "--rootfs", str(tmp_path / "two"), "-v", env=env)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["unpacked"]["reused"] is True  # copied, not extracted
     assert [
         b.stat().st_mtime_ns for b in sorted((tmp_path / "cache" / "blobs").rglob("sha256/*"))
     ] == times
     # Without the unpacked cache the layers are extracted straight into the rootfs: same tree.
-    third = buildgen(*args, "--rootfs", str(tmp_path / "three"), "--unpacked-limit", "0")
+    third = buildgen(*args, "--rootfs", str(tmp_path / "three"), "--unpacked-limit", "0", env=env)
     assert third.returncode == 0, third.stderr
     assert "unpacked" not in json.loads(third.stdout)
     assert tree(tmp_path / "one") == tree(tmp_path / "two") == tree(tmp_path / "three")
@@ -158,21 +166,21 @@ def overlay_problem() -> str | None:
     return None
 
 
-def test_overlay_rootfs(released: tuple[str, Path], tmp_path: Path) -> None:
+def test_overlay_rootfs(released: Released, tmp_path: Path) -> None:
     problem = overlay_problem()
     if problem is not None:
         if os.environ.get("CI"):
             pytest.fail(f"CI must be able to mount an overlay: {problem}")
         pytest.skip(f"cannot mount an overlay here: {problem}")
-    prefix, lock = released
+    prefix, lock, env = released
     args = ["materialize", "--lock", str(lock), "--benchmark", "swe-mini", "--task",
             "django__django-11099", "--agent", "shell-agent", "--gateway", "mock-gateway",
             "--platform", "linux/amd64", "--cache", str(tmp_path / "cache")]  # fmt: skip
-    copy = buildgen(*args, "--rootfs", str(tmp_path / "copy"))
+    copy = buildgen(*args, "--rootfs", str(tmp_path / "copy"), env=env)
     assert copy.returncode == 0, copy.stderr
     assert json.loads(copy.stdout)["unpacked"]["rootfs"] == "copy"
     mounted = tmp_path / "mounted"
-    result = buildgen(*args, "--rootfs", str(mounted), "--overlay")
+    result = buildgen(*args, "--rootfs", str(mounted), "--overlay", env=env)
     assert result.returncode == 0, result.stderr
     try:
         assert json.loads(result.stdout)["unpacked"] == {
@@ -197,8 +205,8 @@ def test_overlay_rootfs(released: tuple[str, Path], tmp_path: Path) -> None:
         assert tree(kept) == before
         assert any((tmp_path / ".mounted.overlay" / "upper" / "tasks").iterdir())
     finally:
-        done = buildgen("materialize", "--unmount", "--rootfs", str(mounted))
+        done = buildgen("materialize", "--unmount", "--rootfs", str(mounted), env=env)
     assert done.returncode == 0, done.stderr
     assert not mounted.exists() and not (tmp_path / ".mounted.overlay").exists()
-    again = buildgen("materialize", "--unmount", "--rootfs", str(mounted))
+    again = buildgen("materialize", "--unmount", "--rootfs", str(mounted), env=env)
     assert again.returncode == 3 and "not a mount point" in again.stderr

@@ -143,6 +143,8 @@ class Released:
     lock: Path
     runner: str
     """The runner's digest-pinned reference, from the lockfile."""
+    registry: Registry
+    """Where the images are (https, with the test CA)."""
 
 
 def prepare_vendor() -> None:
@@ -153,27 +155,28 @@ def prepare_vendor() -> None:
 
 @pytest.fixture(scope="module")
 def released(
-    debian_py: str, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+    debian_py: str, docker_registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Released:
     prepare_vendor()
-    prefix = f"{registry.host}/crane-runner-test"
+    prefix, trust = f"{docker_registry.host}/crane-runner-test", docker_registry.env()
     out = tmp_path_factory.mktemp("bake")
     # The runner alone (one target, so `--set` names a target of every bake file), on the
     # Debian base; then everything else with the catalog's own arguments.
     base = f"{bake_target_of_key(RUNNER_KEY)}.args.BASE_IMAGE={debian_py}"
     core = buildgen("bake", "--push", "--registry", prefix, "--select", "core/*",
-                    "--out", str(out / "core"), "--", "--set", base)  # fmt: skip
+                    "--out", str(out / "core"), "--", "--set", base, env=trust)  # fmt: skip
     assert core.returncode == 0, core.stderr[-4000:]
     rest = buildgen("bake", "--push", "--registry", prefix, "--select", "benchmarks/*",
                     "--select", "agents/*", "--select", "models/*", "--select", "evals/*",
-                    "--out", str(out / "rest"))  # fmt: skip
+                    "--out", str(out / "rest"), env=trust)  # fmt: skip
     assert rest.returncode == 0, rest.stderr[-4000:]
     lock = out / "images.lock.json"
     publish = buildgen("publish", "--registry", prefix, "--lock", str(lock), "--from",
-                       str(out / "core/results.all.json"), str(out / "rest/results.all.json"))  # fmt: skip
+                       str(out / "core/results.all.json"), str(out / "rest/results.all.json"),
+                       env=trust)  # fmt: skip
     assert publish.returncode == 0, publish.stderr[-4000:]
     env = resolve(lock, "terminal-bench", "echo-agent")
-    return Released(prefix, lock, env["EVAL_RUNNER_IMAGE"])
+    return Released(prefix, lock, env["EVAL_RUNNER_IMAGE"], docker_registry)
 
 
 def resolve(lock: Path, benchmark: str, agent: str, task: str | None = None) -> dict[str, str]:
@@ -190,20 +193,29 @@ def write_env_file(path: Path, env: dict[str, str]) -> Path:
 
 
 def run_runner(
-    runner: str, evaldir: Path, *docker_args: str, command: tuple[str, ...] = ()
+    released: Released, evaldir: Path, *docker_args: str, command: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """`docker run` the runner with `evaldir` as /eval, on the host's network."""
+    """`docker run` the runner with `evaldir` as /eval, on the host's network, trusting the
+    registry's CA."""
     evaldir.mkdir(parents=True, exist_ok=True)
+    ca = released.registry.ca_file
+    trust = (
+        ["-v", f"{ca}:/run/test-ca.pem:ro", "-e", "SSL_CERT_FILE=/run/test-ca.pem"] if ca else []
+    )
     return subprocess.run(
-        ["docker", "run", "--rm", "--network", "host", "-v", f"{evaldir}:/eval", *docker_args,
-         runner, *command],
+        ["docker", "run", "--rm", "--network", "host", "-v", f"{evaldir}:/eval", *trust,
+         *docker_args, released.runner, *command],
         capture_output=True, text=True, timeout=DOCKER_RUN_TIMEOUT,
     )  # fmt: skip
 
 
-def host_materialize(env: dict[str, str], rootfs: Path, *args: str) -> dict[str, object]:
+def host_materialize(
+    released: Released, env: dict[str, str], rootfs: Path, *args: str
+) -> dict[str, object]:
     """`buildgen materialize --from-env` on the host; returns its record."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("EVAL_")}
+    clean = released.registry.env(
+        {k: v for k, v in os.environ.items() if not k.startswith("EVAL_")}
+    )
     record = rootfs.with_suffix(".json")
     result = buildgen("materialize", "--from-env", "--rootfs", str(rootfs), "--cache",
                       str(rootfs.with_suffix(".cache")), "--record", str(record), *args,
@@ -222,14 +234,14 @@ def test_runner_from_resolve_env_equals_host_and_container_mode(
     env = resolve(released.lock, "terminal-bench", "echo-agent")
     env_file = write_env_file(tmp_path / "eval.env", env)
     evaldir = tmp_path / "eval"
-    run = run_runner(released.runner, evaldir, "--env-file", str(env_file), command=HARNESS)
+    run = run_runner(released, evaldir, "--env-file", str(env_file), command=HARNESS)
     assert run.returncode == 0, run.stderr[-4000:]
     # the harness got the rootfs and the caller's environment (not the image's PYTHONPATH)
     assert run.stdout.splitlines()[-1] == "harness: /eval/rootfs /eval/record.json no-pythonpath"
     # the demo benchmark is FROM scratch: nothing to run install.sh with
     assert "no working /bin/sh: skipping /opt/agent/install.sh" in run.stderr
 
-    host_record = host_materialize(env, tmp_path / "host")
+    host_record = host_materialize(released, env, tmp_path / "host")
     crane = tree(evaldir / "rootfs")
     assert crane == tree(tmp_path / "host")
     assert json.loads((evaldir / "record.json").read_text()) == host_record
@@ -258,7 +270,7 @@ def test_runner_per_task_from_mounted_lock(released: Released, tmp_path: Path) -
     shutil.copy(released.lock, lockdir / "images.lock.json")
     evaldir = tmp_path / "eval"
     run = run_runner(
-        released.runner, evaldir, "-v", f"{lockdir}:/lock:ro",
+        released, evaldir, "-v", f"{lockdir}:/lock:ro",
         "-e", "EVAL_LOCK=/lock/images.lock.json", "-e", "EVAL_BENCHMARK_ENV=per-task",
         "-e", "EVAL_BENCHMARK=swe-mini", "-e", f"EVAL_TASK={task}", "-e", "EVAL_AGENT=shell-agent",
         "-e", "EVAL_GATEWAY=mock-gateway", "-e", f"EVAL_PLATFORM={PLATFORM}",
@@ -268,7 +280,7 @@ def test_runner_per_task_from_mounted_lock(released: Released, tmp_path: Path) -
     assert run.stdout.splitlines()[-1] == "harness: /eval/fused /eval/record.json no-pythonpath"
 
     env = resolve(released.lock, "swe-mini", "shell-agent", task)
-    host_record = host_materialize(env, tmp_path / "host")
+    host_record = host_materialize(released, env, tmp_path / "host")
     crane = tree(evaldir / "fused")
     assert crane == tree(tmp_path / "host")
     record = json.loads((evaldir / "record.json").read_text())
@@ -305,7 +317,7 @@ def test_runner_refuses_bad_environments(
         env |= variables
     env_file = write_env_file(tmp_path / "eval.env", env)
     evaldir = tmp_path / "eval"
-    run = run_runner(released.runner, evaldir, "--env-file", str(env_file), "-v",
+    run = run_runner(released, evaldir, "--env-file", str(env_file), "-v",
                      f"{released.lock.parent}:/lock:ro", command=HARNESS)  # fmt: skip
     assert run.returncode == 2, run.stderr
     assert message in run.stderr
@@ -320,14 +332,14 @@ def test_runner_pulls_from_mirror_with_origin_stopped_and_runs_install_sh(
     try:
         env = {**setup.env, "EVAL_MIRRORS": setup.mirror.host}
         env_file = write_env_file(tmp_path / "eval.env", env)
-        first = run_runner(released.runner, tmp_path / "first", "--env-file", str(env_file))
+        first = run_runner(released, tmp_path / "first", "--env-file", str(env_file))
         assert first.returncode == 0, first.stderr[-4000:]
         host = tmp_path / "host"
-        host_materialize(setup.env, host, "--mirror", setup.mirror.host)
+        host_materialize(released, setup.env, host, "--mirror", setup.mirror.host)
         setup.wait_until_mirrored()
 
         setup.stop_origin()
-        second = run_runner(released.runner, tmp_path / "second", "--env-file", str(env_file),
+        second = run_runner(released, tmp_path / "second", "--env-file", str(env_file),
                             command=HARNESS)  # fmt: skip
         assert second.returncode == 0, second.stderr[-4000:]
         assert "harness: /eval/rootfs" in second.stdout

@@ -18,21 +18,24 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def pushed(
-    base_image: str, registry: Registry, oracles: None, tmp_path_factory: pytest.TempPathFactory
+    base_image: str,
+    docker_registry: Registry,
+    oracles: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> str:
-    prefix = f"{registry.host}/e2e"
+    prefix = f"{docker_registry.host}/e2e"
     out = tmp_path_factory.mktemp("bake")
     result = subprocess.run(
         [sys.executable, "-m", "buildgen", "bake", "--catalog", str(REPO / "catalog.yaml"),
          "--push", "--registry", prefix, "--out", str(out), "--", "--progress", "plain"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=docker_registry.env(),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     published = subprocess.run(
         [sys.executable, "-m", "buildgen", "publish", "--catalog", str(REPO / "catalog.yaml"),
          "--registry", prefix, "--lock", str(out / "images.lock.json"),
          "--from", str(out / "results.all.json")],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=docker_registry.env(),
     )  # fmt: skip
     assert published.returncode == 0, published.stderr[-4000:]
     return prefix

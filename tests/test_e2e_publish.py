@@ -1,5 +1,6 @@
 """End to end: two per-platform `bake --push` runs (as two native runners would), then one
-`publish`, against a real registry; checked with skopeo and `docker buildx imagetools`."""
+`publish`, against a real registry (https: see components.py); checked with skopeo and
+`docker buildx imagetools` (through a plain-http mirror: buildx speaks only http to loopback)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from components import Registry
 from conftest import REPO
 from oci import inspect_raw
+from registries import start_registry
 
 from buildgen.catalog import load_catalog
 from buildgen.plan import make_plan
@@ -25,20 +27,23 @@ pytestmark = pytest.mark.docker
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 
-def buildgen(*args: str) -> subprocess.CompletedProcess[str]:
+def buildgen(registry: Registry, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True, text=True,
-                          cwd=REPO)  # fmt: skip
+                          cwd=REPO, env=registry.env())  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def baked(
-    base_image: str, registry: Registry, oracles: None, tmp_path_factory: pytest.TempPathFactory
+    base_image: str,
+    docker_registry: Registry,
+    oracles: None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[str, list[Path]]:
-    prefix = f"{registry.host}/pub"
+    prefix = f"{docker_registry.host}/pub"
     results = []
     for platform in PLATFORMS:  # separate runs and build folders, as two runners would have
         out = tmp_path_factory.mktemp("runner")
-        result = buildgen("bake", "--push", "--platform", platform, "--registry", prefix,
+        result = buildgen(docker_registry, "bake", "--push", "--platform", platform, "--registry", prefix,
                           "--out", str(out), "--", "--progress", "plain")  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         results.append(out / f"results.{platform.replace('/', '-')}.json")
@@ -46,20 +51,29 @@ def baked(
 
 
 @pytest.fixture(scope="module")
-def published(baked: tuple[str, list[Path]]) -> str:
+def published(baked: tuple[str, list[Path]], docker_registry: Registry) -> str:
     prefix, results = baked
     lockfile = results[0].parent / "images.lock.json"
     result = buildgen(
-        "publish", "--registry", prefix, "--lock", str(lockfile), "--from", *map(str, results)
+        docker_registry,
+        "publish",
+        "--registry",
+        prefix,
+        "--lock",
+        str(lockfile),
+        "--from",
+        *map(str, results),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "16 published, 0 unchanged, 0 failed" in result.stderr
     return prefix
 
 
-def test_bake_push_writes_no_release_tags(baked: tuple[str, list[Path]]) -> None:
+def test_bake_push_writes_no_release_tags(
+    baked: tuple[str, list[Path]], docker_registry: Registry
+) -> None:
     prefix, results = baked
-    with RegistryClient() as client:
+    with RegistryClient(docker_registry.options()) as client:
         tags = client.list_tags(f"{prefix}/benchmarks/terminal-bench")
     assert tags and all(tag.startswith("build-") for tag in tags), tags
     per_platform = [json.loads(path.read_text()) for path in results]
@@ -68,7 +82,9 @@ def test_bake_push_writes_no_release_tags(baked: tuple[str, list[Path]]) -> None
     assert "benchmarks/swe-mini:django__django-11099" not in per_platform[1]["images"]  # amd64 only
 
 
-def test_merged_index_has_both_platforms_and_annotations(published: str) -> None:
+def test_merged_index_has_both_platforms_and_annotations(
+    published: str, docker_registry: Registry, tmp_path: Path
+) -> None:
     ref = f"{published}/benchmarks/terminal-bench:1.0.0"
     index = inspect_raw(ref)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
@@ -80,8 +96,15 @@ def test_merged_index_has_both_platforms_and_annotations(published: str) -> None
     assert annotations["org.opencontainers.image.title"] == "benchmarks/terminal-bench"
     assert annotations["org.opencontainers.image.created"].endswith("Z")
     assert len(annotations.get("org.opencontainers.image.revision", "x" * 40)) == 40
-    imagetools = subprocess.run(["docker", "buildx", "imagetools", "inspect", "--raw", ref],
-                                capture_output=True, text=True, check=True)  # fmt: skip
+    mirror = start_registry(tmp_path / "mirror", proxy_remote=docker_registry.url,
+                            proxy_ca_file=docker_registry.ca_file)  # fmt: skip
+    try:
+        via_mirror = ref.replace(docker_registry.host, mirror.host, 1)
+        imagetools = subprocess.run(["docker", "buildx", "imagetools", "inspect", "--raw",
+                                     via_mirror], capture_output=True, text=True)  # fmt: skip
+    finally:
+        mirror.stop()
+    assert imagetools.returncode == 0, imagetools.stderr
     assert json.loads(imagetools.stdout) == index
 
 
@@ -111,8 +134,8 @@ def test_override_arch_gets_the_arm64_manifest(published: str, tmp_path: Path) -
     assert layout["manifests"][0]["digest"] == arm64
 
 
-def test_release_tags(published: str) -> None:
-    with RegistryClient() as client:
+def test_release_tags(published: str, docker_registry: Registry) -> None:
+    with RegistryClient(docker_registry.options()) as client:
         bench = set(client.list_tags(f"{published}/benchmarks/terminal-bench"))
         tasks = set(client.list_tags(f"{published}/benchmarks/swe-mini"))
         evals = set(client.list_tags(f"{published}/evals/terminal-bench--echo-agent"))
@@ -124,10 +147,12 @@ def test_release_tags(published: str) -> None:
         assert any(t.startswith("inputs-") for t in tags)
 
 
-def test_publish_again_pushes_nothing(published: str, baked: tuple[str, list[Path]]) -> None:
+def test_publish_again_pushes_nothing(
+    published: str, baked: tuple[str, list[Path]], docker_registry: Registry
+) -> None:
     plan = make_plan(load_catalog(REPO / "catalog.yaml"), registry=published)
     source = SourceInfo.from_git(REPO)
-    with RegistryClient() as client:
+    with RegistryClient(docker_registry.options()) as client:
         first = {
             i.key: i
             for i in publish(plan, load_results(baked[1]), client, PublishOptions(), source)

@@ -22,9 +22,11 @@ from buildgen.registry import RegistryClient
 from buildgen.render import select_shard
 
 
-def buildgen(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def buildgen(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True,
-                          text=True, cwd=cwd)  # fmt: skip
+                          text=True, cwd=cwd, env=env)  # fmt: skip
 
 
 def test_matrix_for_20000_images_on_two_platforms(tmp_path: Path) -> None:
@@ -101,7 +103,7 @@ BROKEN = "FROM scratch\nCOPY missing-file /x\n"
 
 @pytest.mark.docker
 def test_a_failing_target_does_not_stop_the_others(
-    docker_daemon: None, registry: Registry, tmp_path: Path
+    docker_daemon: None, docker_registry: Registry, tmp_path: Path
 ) -> None:
     root = tmp_path / "c"
     for name in ("good-a", "bad", "good-b"):
@@ -114,9 +116,14 @@ def test_a_failing_target_does_not_stop_the_others(
         "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
         + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in ("good-a", "bad", "good-b"))
     )
-    catalog, prefix, out = root / "catalog.yaml", f"{registry.host}/keepgoing", root / "build"
+    catalog, prefix, out = (
+        root / "catalog.yaml",
+        f"{docker_registry.host}/keepgoing",
+        root / "build",
+    )
+    trust = docker_registry.env()
     first = buildgen("bake", "--catalog", str(catalog), "--registry", prefix, "--push",
-                     "--keep-going", "--out", str(out))  # fmt: skip
+                     "--keep-going", "--out", str(out), env=trust)  # fmt: skip
     assert first.returncode == 3
     assert "1 target(s) failed" in first.stderr and "agents/bad [linux/amd64]" in first.stderr
     assert "missing-file" in first.stderr.split("1 target(s) failed")[1]  # the log's last lines
@@ -125,19 +132,19 @@ def test_a_failing_target_does_not_stop_the_others(
     assert list(results["failed"]) == ["agents/bad"]
 
     partial = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
-                       "--from", str(out / "results.all.json"))  # fmt: skip
+                       "--from", str(out / "results.all.json"), env=trust)  # fmt: skip
     assert partial.returncode == 1
     assert "2 published, 0 unchanged, 1 failed" in partial.stderr
 
     (root / "bad" / "missing-file").write_text("now here\n")
     retry = buildgen("bake", "--catalog", str(catalog), "--registry", prefix, "--push",
-                     "--retry-failed", "--out", str(out))  # fmt: skip
+                     "--retry-failed", "--out", str(out), env=trust)  # fmt: skip
     assert retry.returncode == 0, retry.stderr[-3000:]
     assert "retrying 1 image(s)" in retry.stderr
     built = (out / "docker-bake.001.hcl").read_text()
     assert 'target "agents--bad"' in built and "good-a" not in built and "good-b" not in built
     final = buildgen("publish", "--catalog", str(catalog), "--registry", prefix,
-                     "--from", str(out / "results.all.json"))  # fmt: skip
+                     "--from", str(out / "results.all.json"), env=trust)  # fmt: skip
     assert final.returncode == 0, final.stderr
     assert "1 published, 2 unchanged, 0 failed" in final.stderr
 
@@ -151,7 +158,8 @@ def test_three_shards_give_the_lockfile_of_one_build(
     locks = {}
     env = {"SOURCE_DATE_EPOCH": "1764547200"}
     for mode in ("sharded", "whole"):
-        reg = start_registry(tmp_path / f"registry-{mode}", port)  # a fresh registry, same name
+        # a fresh registry, same name; https, as dockerd pushes to it (components.py)
+        reg = start_registry(tmp_path / f"registry-{mode}", port, tls=True)
         port = reg.port
         prefix = f"{reg.host}/shards"
         try:
@@ -165,14 +173,14 @@ def test_three_shards_give_the_lockfile_of_one_build(
                         "--out", str(workdir / "build")]  # fmt: skip
                 if shard:
                     args += ["--shard", shard]
-                result = buildgen(*args, "--", "--provenance=false")
+                result = buildgen(*args, "--", "--provenance=false", env=reg.env())
                 assert result.returncode == 0, result.stderr[-3000:]
                 results.append(str(workdir / "build" / "results.all.json"))
             lock = tmp_path / f"{mode}.lock.json"
             published = subprocess.run(
                 [sys.executable, "-m", "buildgen", "publish", "--catalog", str(catalog),
                  "--registry", prefix, "--lock", str(lock), "--from", *results],
-                capture_output=True, text=True, env={**os.environ, **env},
+                capture_output=True, text=True, env=reg.env({**os.environ, **env}),
             )  # fmt: skip
             assert published.returncode == 0, published.stderr[-3000:]
             assert "16 published" in published.stderr
