@@ -1,8 +1,11 @@
-"""The catalog: `catalog.yaml` read, validated and turned into typed, frozen models.
+"""The catalog: `catalog.yaml` read, validated and turned into typed, frozen values.
 
-DESIGN.md contract 2. Structural rules (keys, types) live in the pydantic models below, which are
-also the source of the JSON Schema (`buildgen schema`); the rules that need the file system or
-more than one entry (names, task lists, contexts, combinations) are checked after them. Every
+DESIGN.md contract 2. Structural rules (keys, types) are the pydantic models of
+catalog_models.py, which are also the source of the JSON Schema (`buildgen schema`). A catalog
+of the usual, valid shape is checked and built here without them (`_catalog`: importing pydantic
+and building the models took longer than reading a 2,000-image catalog); anything else goes to
+them, for pydantic's verdict and its errors. The rules that need the file system or more than
+one entry (names, task lists, contexts, combinations) are checked after the structure. Every
 problem found is reported, each with its file, line and column.
 """
 
@@ -14,13 +17,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, TypeVar
 
 import semver
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import naming
 from .defaults import DEFAULT_CATALOG as DEFAULT_CATALOG
@@ -39,160 +41,81 @@ MODE_RE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
 # to one task's files changes only that task's build inputs.
 TASK_PLACEHOLDER = "{task}"
 
-Text = Annotated[str, Field(strict=True)]
+# -- the catalog's values --------------------------------------------------------------------
+# Plain frozen dataclasses. Their fields, types and defaults are those of the pydantic models
+# in catalog_models.py (the schema, with every field's description); a test keeps them equal.
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ImageSpec(_Model):
+@dataclass(frozen=True)
+class ImageSpec:
     """How to build one image; the keys every catalog entry shares."""
 
-    context: Text = Field(
-        description="Build context directory, relative to the catalog file. In a per-task "
-        "benchmark, '{task}' stands for the task id (one context per task).",
-        examples=["containers/agents/claude-code"],
-    )
-    dockerfile: Text | None = Field(
-        default=None,
-        description="Dockerfile, relative to the catalog file. Default: <context>/Dockerfile.",
-    )
-    target: Text | None = Field(
-        default=None, description="Build stage of the Dockerfile to build (docker build --target)."
-    )
-    version: Text | None = Field(
-        default=None,
-        description="Semantic version of the image (quote it: YAML reads 1.10 as a number). "
-        "It is the image's tag; without a version the tag is 'latest'.",
-        examples=["1.2.0"],
-    )
-    platforms: list[Text] | None = Field(
-        default=None,
-        description="Platforms to build, overriding the catalog-wide default.",
-        examples=[["linux/amd64"]],
-    )
-    args: dict[str, Text] = Field(
-        default_factory=dict,
-        description="Build arguments (values are strings: quote numbers).",
-        examples=[{"PYTHON": "3.11"}],
-    )
-    labels: dict[str, Text] = Field(
-        default_factory=dict, description="Image labels, added to (and overriding) the catalog's."
-    )
-    cache_from: list[Text] = Field(
-        default_factory=list,
-        description="buildx cache sources, as CSV strings (e.g. 'type=registry,ref=...').",
-    )
-    cache_to: list[Text] = Field(
-        default_factory=list, description="buildx cache destinations, as CSV strings."
-    )
-    description: Text | None = Field(
-        default=None,
-        description="Free text; becomes the org.opencontainers.image.description label.",
-    )
+    context: str
+    dockerfile: str | None = None
+    target: str | None = None
+    version: str | None = None
+    platforms: list[str] | None = None
+    args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    cache_from: list[str] = field(default_factory=list)
+    cache_to: list[str] = field(default_factory=list)
+    description: str | None = None
 
 
+@dataclass(frozen=True)
 class Benchmark(ImageSpec):
     """A benchmark: one shared environment image, or one image per task."""
 
-    tasks: Text | list[Text] | None = Field(
-        default=None,
-        description="Per-task benchmark: a file (one task id per line, '#' comments) relative "
-        "to the catalog, or an inline list. One image per task, benchmarks/<b>:<task>, "
-        "built with the build argument TASK_ID.",
-        examples=["tasks/swe-bench.txt", ["task-1", "task-2"]],
-    )
+    tasks: str | list[str] | None = None
 
 
-class ProvidedPath(_Model):
+@dataclass(frozen=True)
+class ProvidedPath:
     """A directory an agent or gateway contributes to a fused rootfs, and who may read it."""
 
-    path: Text = Field(description="Absolute path of the directory.", examples=["/opt/gateway"])
-    mode: Text | None = Field(
-        default=None,
-        description="Octal mode the directory gets in the fused rootfs (quote it). Default: "
-        "'0755' for agents, '0700' (root-only) for gateways.",
-        examples=["0700"],
-    )
-    uid: int = Field(default=0, ge=0, description="Numeric owner of the directory.")
-    gid: int = Field(default=0, ge=0, description="Numeric group of the directory.")
+    path: str
+    mode: str | None = None
+    uid: int = 0
+    gid: int = 0
 
 
-_PROVIDES_DOC = (
-    "Directories this image contributes to a fused rootfs (crane mode and combination images "
-    "alike): each is created with its mode and owner, then filled with the image's files under "
-    "it, which keep their own modes and owners. A plain string is a path with the defaults."
-)
-
-
+@dataclass(frozen=True)
 class Agent(ImageSpec):
     """An agent: its files live under the paths it provides."""
 
-    provides: list[Text | ProvidedPath] = Field(
-        default_factory=lambda: list[str | ProvidedPath](["/opt/agent"]),
-        description=_PROVIDES_DOC,
-    )
+    provides: list[str | ProvidedPath] = field(default_factory=lambda: ["/opt/agent"])
 
 
+@dataclass(frozen=True)
 class Gateway(ImageSpec):
     """A model gateway: its files live under the paths it provides (root-only by default)."""
 
-    provides: list[Text | ProvidedPath] = Field(
-        default_factory=lambda: list[str | ProvidedPath](["/opt/gateway"]),
-        description=_PROVIDES_DOC,
-    )
+    provides: list[str | ProvidedPath] = field(default_factory=lambda: ["/opt/gateway"])
 
 
-class Combination(_Model):
+@dataclass(frozen=True)
+class Combination:
     """A rule that pre-bakes evals/<b>--<a> images (container mode)."""
 
-    benchmark: Text = Field(description="Benchmark name, or a glob over benchmark names.")
-    agents: list[Text] = Field(
-        min_length=1, description="Agent names or globs ('*' is every agent)."
-    )
-    gateway: Text | None = Field(default=None, description="Gateway whose paths are added too.")
-    version: Text | None = Field(
-        default=None, description="Semantic version of the combination images (their tag)."
-    )
+    benchmark: str
+    agents: list[str]
+    gateway: str | None = None
+    version: str | None = None
 
 
-class CatalogModel(_Model):
+@dataclass(frozen=True)
+class CatalogModel:
     """catalog.yaml: everything buildgen builds, and how."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        title="buildgen catalog",
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
-    )
-
-    version: Literal[1] = Field(description="Catalog schema version.")
-    registry: Text = Field(
-        description="Prefix of every image name; `--registry` overrides it.",
-        examples=["ghcr.io/acme/evals"],
-    )
-    platforms: list[Text] = Field(
-        min_length=1,
-        description="Default platforms of every image.",
-        examples=[["linux/amd64", "linux/arm64"]],
-    )
-    labels: dict[str, Text] = Field(
-        default_factory=dict, description="Labels added to every image."
-    )
-    core: dict[str, ImageSpec] = Field(
-        default_factory=dict, description="Core images (core/<name>), e.g. the crane-runner."
-    )
-    benchmarks: dict[str, Benchmark] = Field(default_factory=dict)
-    agents: dict[str, Agent] = Field(default_factory=dict)
-    gateways: dict[str, Gateway] = Field(default_factory=dict)
-    combinations: list[Combination] = Field(default_factory=list)
-
-    @field_validator("core", "benchmarks", "agents", "gateways", mode="before")
-    @classmethod
-    def _null_section_is_empty(cls, value: Any) -> Any:
-        return {} if value is None else value
+    version: int
+    registry: str
+    platforms: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+    core: dict[str, ImageSpec] = field(default_factory=dict)
+    benchmarks: dict[str, Benchmark] = field(default_factory=dict)
+    agents: dict[str, Agent] = field(default_factory=dict)
+    gateways: dict[str, Gateway] = field(default_factory=dict)
+    combinations: list[Combination] = field(default_factory=list)
 
 
 SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
@@ -201,6 +124,149 @@ SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
     "agents": (Axis.AGENT, Agent),
     "gateways": (Axis.GATEWAY, Gateway),
 }
+
+
+# -- the fast path: the usual, valid shape, without pydantic ---------------------------------
+# Each function returns the value its model would give, or raises _Declined for anything it
+# does not plainly accept, which then goes to pydantic (catalog_models.py). Declining is always
+# safe; accepting must match pydantic in strict mode exactly (tests/test_validate.py checks it
+# on every catalog the tests use).
+
+
+class _Declined(Exception):
+    """Not the plain, valid shape: let pydantic decide, and say what is wrong."""
+
+
+_T = TypeVar("_T")
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise _Declined
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _texts(value: Any) -> list[str]:
+    if type(value) is not list:
+        raise _Declined
+    return [_text(item) for item in value]
+
+
+def _optional_texts(value: Any) -> list[str] | None:
+    return None if value is None else _texts(value)
+
+
+def _some_texts(value: Any) -> list[str]:
+    items = _texts(value)
+    if not items:
+        raise _Declined
+    return items
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if type(value) is not dict:
+        raise _Declined
+    return {_text(key): _text(item) for key, item in value.items()}
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise _Declined
+    return value
+
+
+def _record(kind: type[_T], value: Any, convert: Mapping[str, Callable[[Any], Any]]) -> _T:
+    """`kind` from a mapping whose keys are all known and hold what they must."""
+    if type(value) is not dict or not value.keys() <= convert.keys():
+        raise _Declined
+    try:
+        return kind(**{key: convert[key](item) for key, item in value.items()})
+    except TypeError:  # a required key is missing
+        raise _Declined from None
+
+
+def _tasks(value: Any) -> str | list[str] | None:
+    return _text(value) if type(value) is str else _optional_texts(value)
+
+
+def _provided_path(value: Any) -> str | ProvidedPath:
+    if type(value) is str:
+        return value
+    convert = {"path": _text, "mode": _optional_text, "uid": _count, "gid": _count}
+    return _record(ProvidedPath, value, convert)
+
+
+def _provides(value: Any) -> list[str | ProvidedPath]:
+    if type(value) is not list:
+        raise _Declined
+    return [_provided_path(item) for item in value]
+
+
+_SPEC_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "context": _text,
+    "dockerfile": _optional_text,
+    "target": _optional_text,
+    "version": _optional_text,
+    "platforms": _optional_texts,
+    "args": _text_map,
+    "labels": _text_map,
+    "cache_from": _texts,
+    "cache_to": _texts,
+    "description": _optional_text,
+}
+_SPEC_CONVERTERS: dict[type[ImageSpec], dict[str, Callable[[Any], Any]]] = {
+    ImageSpec: _SPEC_FIELDS,
+    Benchmark: {**_SPEC_FIELDS, "tasks": _tasks},
+    Agent: {**_SPEC_FIELDS, "provides": _provides},
+    Gateway: {**_SPEC_FIELDS, "provides": _provides},
+}
+
+
+def _spec(kind: type[_T], value: Any) -> _T:
+    return _record(kind, value, _SPEC_CONVERTERS[kind])  # type: ignore[index]
+
+
+def _section(kind: type[ImageSpec]) -> Callable[[Any], dict[str, Any]]:
+    def convert(value: Any) -> dict[str, Any]:
+        if value is None:  # `agents:` with nothing under it
+            return {}
+        if type(value) is not dict:
+            raise _Declined
+        return {_text(name): _spec(kind, entry) for name, entry in value.items()}
+
+    return convert
+
+
+def _combinations(value: Any) -> list[Combination]:
+    if type(value) is not list:
+        raise _Declined
+    convert = {"benchmark": _text, "agents": _some_texts, "gateway": _optional_text,
+               "version": _optional_text}  # fmt: skip
+    return [_record(Combination, rule, convert) for rule in value]
+
+
+def _schema_version(value: Any) -> int:
+    if type(value) is not int or value != SCHEMA_VERSION:
+        raise _Declined
+    return value
+
+
+_CATALOG_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "version": _schema_version,
+    "registry": _text,
+    "platforms": _some_texts,
+    "labels": _text_map,
+    **{section: _section(kind) for section, (_axis, kind) in SECTIONS.items()},
+    "combinations": _combinations,
+}
+
+
+def _catalog(data: Any) -> CatalogModel:
+    return _record(CatalogModel, data, _CATALOG_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -220,7 +286,9 @@ class Catalog:
 
 def catalog_schema() -> dict[str, Any]:
     """The JSON Schema of catalog.yaml, generated from the models."""
-    return CatalogModel.model_json_schema()
+    from .catalog_models import schema
+
+    return schema()
 
 
 def load_catalog(path: str | os.PathLike[str]) -> Catalog:
@@ -253,7 +321,7 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
 
 def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
     """The digest of what the catalog means; comments and key order don't count."""
-    normalized = {"catalog": model.model_dump(mode="json"), "tasks": tasks}
+    normalized = {"catalog": asdict(model), "tasks": tasks}
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
@@ -297,8 +365,9 @@ class _Checker:
             entries = data.get(section)
             if not isinstance(entries, dict):
                 continue
+            specs = getattr(model, section) if model is not None else None
             for name, entry in entries.items():
-                spec = self._entry(spec_type, entry)
+                spec = specs[name] if specs is not None else self._entry(spec_type, entry)
                 if spec is not None:
                     self._spec(section, name, spec)
         self._combinations(data)
@@ -308,11 +377,15 @@ class _Checker:
 
     def _structure(self, data: dict[str, Any]) -> CatalogModel | None:
         try:
-            return CatalogModel.model_validate(data)
-        except ValidationError as exc:
-            for error in exc.errors(include_url=False):
-                self._pydantic_error(error)
-            return None
+            return _catalog(data)
+        except _Declined:
+            pass
+        from .catalog_models import validate
+
+        model, errors = validate(CatalogModel, data)
+        for error in errors:
+            self._pydantic_error(error)
+        return model if isinstance(model, CatalogModel) else None
 
     def _pydantic_error(self, error: Mapping[str, Any]) -> None:
         loc: YamlPath = tuple(
@@ -322,8 +395,8 @@ class _Checker:
         # A union (tasks: str | list) reports one error per branch; keep the location, one message.
         loc = tuple(p for p in loc if p not in ("str", "list[str]", "list[constrained-str]"))
         if kind == "extra_forbidden":
-            model = _model_at(loc[:-1])
-            allowed = sorted(model.model_fields) if model else []
+            record = _record_at(loc[:-1])
+            allowed = sorted(f.name for f in fields(record)) if record else []
             hint = difflib.get_close_matches(str(loc[-1]), allowed, 1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             known = f" (known keys: {', '.join(allowed)})" if allowed and not hint else ""
@@ -354,10 +427,15 @@ class _Checker:
         self.problems.append(Problem(location, message))
 
     def _entry(self, spec_type: type[ImageSpec], entry: Any) -> ImageSpec | None:
+        """One entry of a catalog whose structure has problems, for the checks after it."""
         try:
-            return spec_type.model_validate(entry)
-        except ValidationError:
-            return None  # already reported by the whole-catalog validation
+            return _spec(spec_type, entry)
+        except _Declined:
+            pass
+        from .catalog_models import validate
+
+        spec, _ = validate(spec_type, entry)  # its errors were reported with the whole catalog
+        return spec if isinstance(spec, spec_type) else None
 
     # -- names -------------------------------------------------------------------------------
 
@@ -630,8 +708,8 @@ def _path_problem(root: Path, relative: str, kind: str) -> str | None:
     return None
 
 
-def _model_at(path: YamlPath) -> type[BaseModel] | None:
-    """The model that validates the mapping at `path` of the catalog."""
+def _record_at(path: YamlPath) -> type[Any] | None:
+    """The dataclass (and model) of the mapping at `path` of the catalog."""
     if not path:
         return CatalogModel
     if len(path) == 2 and path[0] in SECTIONS:

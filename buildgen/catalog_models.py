@@ -1,0 +1,211 @@
+"""The catalog's structural rules as pydantic models: the source of its JSON Schema
+(`buildgen schema`) and of the messages for a catalog that `catalog.py`'s fast path turns down.
+
+A valid catalog never comes here: catalog.py checks the common, valid shape itself, into plain
+dataclasses of the same names and fields (tests/test_validate.py keeps the two in step), because
+importing pydantic and building these models costs more than reading a 2,000-image catalog.
+Whatever that fast path does not accept is validated here, and, if pydantic accepts it after
+all, converted to those dataclasses (`to_runtime`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import catalog as runtime
+
+Text = Annotated[str, Field(strict=True)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ImageSpec(_Model):
+    """How to build one image; the keys every catalog entry shares."""
+
+    context: Text = Field(
+        description="Build context directory, relative to the catalog file. In a per-task "
+        "benchmark, '{task}' stands for the task id (one context per task).",
+        examples=["containers/agents/claude-code"],
+    )
+    dockerfile: Text | None = Field(
+        default=None,
+        description="Dockerfile, relative to the catalog file. Default: <context>/Dockerfile.",
+    )
+    target: Text | None = Field(
+        default=None, description="Build stage of the Dockerfile to build (docker build --target)."
+    )
+    version: Text | None = Field(
+        default=None,
+        description="Semantic version of the image (quote it: YAML reads 1.10 as a number). "
+        "It is the image's tag; without a version the tag is 'latest'.",
+        examples=["1.2.0"],
+    )
+    platforms: list[Text] | None = Field(
+        default=None,
+        description="Platforms to build, overriding the catalog-wide default.",
+        examples=[["linux/amd64"]],
+    )
+    args: dict[str, Text] = Field(
+        default_factory=dict,
+        description="Build arguments (values are strings: quote numbers).",
+        examples=[{"PYTHON": "3.11"}],
+    )
+    labels: dict[str, Text] = Field(
+        default_factory=dict, description="Image labels, added to (and overriding) the catalog's."
+    )
+    cache_from: list[Text] = Field(
+        default_factory=list,
+        description="buildx cache sources, as CSV strings (e.g. 'type=registry,ref=...').",
+    )
+    cache_to: list[Text] = Field(
+        default_factory=list, description="buildx cache destinations, as CSV strings."
+    )
+    description: Text | None = Field(
+        default=None,
+        description="Free text; becomes the org.opencontainers.image.description label.",
+    )
+
+
+class Benchmark(ImageSpec):
+    """A benchmark: one shared environment image, or one image per task."""
+
+    tasks: Text | list[Text] | None = Field(
+        default=None,
+        description="Per-task benchmark: a file (one task id per line, '#' comments) relative "
+        "to the catalog, or an inline list. One image per task, benchmarks/<b>:<task>, "
+        "built with the build argument TASK_ID.",
+        examples=["tasks/swe-bench.txt", ["task-1", "task-2"]],
+    )
+
+
+class ProvidedPath(_Model):
+    """A directory an agent or gateway contributes to a fused rootfs, and who may read it."""
+
+    path: Text = Field(description="Absolute path of the directory.", examples=["/opt/gateway"])
+    mode: Text | None = Field(
+        default=None,
+        description="Octal mode the directory gets in the fused rootfs (quote it). Default: "
+        "'0755' for agents, '0700' (root-only) for gateways.",
+        examples=["0700"],
+    )
+    uid: int = Field(default=0, ge=0, description="Numeric owner of the directory.")
+    gid: int = Field(default=0, ge=0, description="Numeric group of the directory.")
+
+
+_PROVIDES_DOC = (
+    "Directories this image contributes to a fused rootfs (crane mode and combination images "
+    "alike): each is created with its mode and owner, then filled with the image's files under "
+    "it, which keep their own modes and owners. A plain string is a path with the defaults."
+)
+
+
+class Agent(ImageSpec):
+    """An agent: its files live under the paths it provides."""
+
+    provides: list[Text | ProvidedPath] = Field(
+        default_factory=lambda: list[str | ProvidedPath](["/opt/agent"]),
+        description=_PROVIDES_DOC,
+    )
+
+
+class Gateway(ImageSpec):
+    """A model gateway: its files live under the paths it provides (root-only by default)."""
+
+    provides: list[Text | ProvidedPath] = Field(
+        default_factory=lambda: list[str | ProvidedPath](["/opt/gateway"]),
+        description=_PROVIDES_DOC,
+    )
+
+
+class Combination(_Model):
+    """A rule that pre-bakes evals/<b>--<a> images (container mode)."""
+
+    benchmark: Text = Field(description="Benchmark name, or a glob over benchmark names.")
+    agents: list[Text] = Field(
+        min_length=1, description="Agent names or globs ('*' is every agent)."
+    )
+    gateway: Text | None = Field(default=None, description="Gateway whose paths are added too.")
+    version: Text | None = Field(
+        default=None, description="Semantic version of the combination images (their tag)."
+    )
+
+
+class CatalogModel(_Model):
+    """catalog.yaml: everything buildgen builds, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        title="buildgen catalog",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal[1] = Field(description="Catalog schema version.")
+    registry: Text = Field(
+        description="Prefix of every image name; `--registry` overrides it.",
+        examples=["ghcr.io/acme/evals"],
+    )
+    platforms: list[Text] = Field(
+        min_length=1,
+        description="Default platforms of every image.",
+        examples=[["linux/amd64", "linux/arm64"]],
+    )
+    labels: dict[str, Text] = Field(
+        default_factory=dict, description="Labels added to every image."
+    )
+    core: dict[str, ImageSpec] = Field(
+        default_factory=dict, description="Core images (core/<name>), e.g. the crane-runner."
+    )
+    benchmarks: dict[str, Benchmark] = Field(default_factory=dict)
+    agents: dict[str, Agent] = Field(default_factory=dict)
+    gateways: dict[str, Gateway] = Field(default_factory=dict)
+    combinations: list[Combination] = Field(default_factory=list)
+
+    @field_validator("core", "benchmarks", "agents", "gateways", mode="before")
+    @classmethod
+    def _null_section_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+# Each model and the runtime dataclass it validates into.
+RUNTIME: dict[type[BaseModel], type[Any]] = {
+    ImageSpec: runtime.ImageSpec,
+    Benchmark: runtime.Benchmark,
+    ProvidedPath: runtime.ProvidedPath,
+    Agent: runtime.Agent,
+    Gateway: runtime.Gateway,
+    Combination: runtime.Combination,
+    CatalogModel: runtime.CatalogModel,
+}
+MODELS = {runtime_type: model for model, runtime_type in RUNTIME.items()}
+
+
+def to_runtime(value: Any) -> Any:
+    """A validated model (or list or dict of them) as the runtime dataclasses."""
+    if isinstance(value, BaseModel):
+        fields = {name: to_runtime(getattr(value, name)) for name in type(value).model_fields}
+        return RUNTIME[type(value)](**fields)
+    if isinstance(value, list):
+        return [to_runtime(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_runtime(item) for key, item in value.items()}
+    return value
+
+
+def validate(runtime_type: type[Any], data: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """`data` validated as `runtime_type` (a runtime dataclass): the value, or None and
+    pydantic's errors."""
+    try:
+        return to_runtime(MODELS[runtime_type].model_validate(data)), []
+    except ValidationError as exc:
+        return None, [dict(error) for error in exc.errors(include_url=False)]
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of catalog.yaml."""
+    return CatalogModel.model_json_schema()
