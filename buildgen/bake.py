@@ -313,7 +313,7 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     ]
     failures: list[Failure] = []
     retries = 0
-    stopped = False
+    stopped = daemon_gone = False
 
     def requeue(images: Sequence[PlannedImage], attempts: int) -> None:
         nonlocal retries
@@ -326,8 +326,13 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     while queue:
         bake_file, file_path, command, attempts = queue.pop(0)
         if stopped:
+            reason = (
+                "the Docker daemon stopped answering"
+                if daemon_gone
+                else "an earlier bake file failed"
+            )
             for image in bake_file.targets:
-                results.failed[image.key] = "not built: an earlier bake file failed"
+                results.failed[image.key] = f"not built: {reason}"
             continue
         outcome = run_file(file_path, command, bake_run.cwd)
         collect(client, bake_file.targets, options.push, outcome.metadata, results)
@@ -335,7 +340,16 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         if outcome.returncode == 0:
             continue
         unbuilt = [image for image in bake_file.targets if image.key in results.failed]
-        if not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
+        if any(_DAEMON_GONE in line for line in outcome.tail):
+            # Nothing more can be built, not again and not in halves: stop here.
+            failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
+                         for i in unbuilt]  # fmt: skip
+            if not unbuilt:
+                failures.append(
+                    Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail)
+                )
+            stopped = daemon_gone = True
+        elif not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
             failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
             stopped = not options.keep_going
         elif attempts > 0:
@@ -370,11 +384,22 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     )
     if failures:
         _report(failures)
+        if daemon_gone:
+            raise ExternalToolError(
+                f"{len(failures)} target(s) failed to build: the Docker daemon stopped answering "
+                "during the build. Check it (and its log), then `buildgen bake --push "
+                "--retry-failed` builds only what is missing. (Docker Engine 26 can crash "
+                "pushing to a plain-http registry: see docs/bake.md.)"
+            )
         raise ExternalToolError(
             f"{len(failures)} target(s) failed to build; `buildgen bake --push --retry-failed` "
             "rebuilds only those"
         )
     return results
+
+
+# What the docker CLI says when the daemon is gone (stopped, or crashed mid-build).
+_DAEMON_GONE = "Cannot connect to the Docker daemon"
 
 
 def _report(failures: Sequence[Failure]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -147,6 +148,50 @@ def test_a_failing_target_does_not_stop_the_others(
                      "--from", str(out / "results.all.json"), env=trust)  # fmt: skip
     assert final.returncode == 0, final.stderr
     assert "1 published, 2 unchanged, 0 failed" in final.stderr
+
+
+# The docker CLI, but the daemon is gone (stopped, or crashed) by the time a build starts.
+GONE_DOCKER = """#!/bin/sh
+if [ "$1 $2" = "buildx bake" ]; then
+    echo "$*" >> "$(dirname "$0")/calls"
+    echo "ERROR: Cannot connect to the Docker daemon at unix:///gone.sock. Is the docker daemon running?"
+    exit 1
+fi
+exec {docker} "$@"
+"""
+
+
+@pytest.mark.docker
+def test_a_daemon_that_is_gone_stops_the_build_at_once(
+    docker_daemon: None, registry: Registry, tmp_path: Path
+) -> None:
+    root = tmp_path / "c"
+    names = [f"agent-{i}" for i in range(6)]
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "Dockerfile").write_text("FROM scratch\n")
+    (root / "catalog.yaml").write_text(
+        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
+        + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in names)
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(GONE_DOCKER.format(docker=shutil.which("docker")))
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = root / "build"
+    result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
+                      f"{registry.host}/gone", "--push", "--keep-going", "--shard-size", "2",
+                      "--out", str(out), env=env)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "the Docker daemon stopped answering during the build" in result.stderr
+    assert "--retry-failed" in result.stderr and "docs/bake.md" in result.stderr
+    # one buildx run: not built again, not split in halves, the other files not tried
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("buildx bake"), calls
+    failed = json.loads((out / "results.all.json").read_text())["failed"]
+    assert sorted(failed) == [f"agents/{n}" for n in names]
+    assert sum("daemon stopped answering" in reason for reason in failed.values()) == 4
 
 
 @pytest.mark.docker
