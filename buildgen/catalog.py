@@ -129,8 +129,8 @@ SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
 # -- the fast path: the usual, valid shape, without pydantic ---------------------------------
 # Each function returns the value its model would give, or raises _Declined for anything it
 # does not plainly accept, which then goes to pydantic (catalog_models.py). Declining is always
-# safe; accepting must match pydantic in strict mode exactly (tests/test_validate.py checks it
-# on every catalog the tests use).
+# safe; what is accepted must be what pydantic, in strict mode, gives for it
+# (tests/test_catalog_fastpath.py: the repo's catalog, and thousands of random variations).
 
 
 class _Declined(Exception):
@@ -226,8 +226,11 @@ _SPEC_CONVERTERS: dict[type[ImageSpec], dict[str, Callable[[Any], Any]]] = {
 }
 
 
-def _spec(kind: type[_T], value: Any) -> _T:
-    return _record(kind, value, _SPEC_CONVERTERS[kind])  # type: ignore[index]
+_Spec = TypeVar("_Spec", bound=ImageSpec)
+
+
+def _spec(kind: type[_Spec], value: Any) -> _Spec:
+    return _record(kind, value, _SPEC_CONVERTERS[kind])
 
 
 def _section(kind: type[ImageSpec]) -> Callable[[Any], dict[str, Any]]:

@@ -1,9 +1,10 @@
 """The catalog's structural rules as pydantic models: the source of its JSON Schema
 (`buildgen schema`) and of the messages for a catalog that `catalog.py`'s fast path turns down.
 
-A valid catalog never comes here: catalog.py checks the common, valid shape itself, into plain
-dataclasses of the same names and fields (tests/test_validate.py keeps the two in step), because
-importing pydantic and building these models costs more than reading a 2,000-image catalog.
+A catalog of the usual, valid shape never comes here: catalog.py checks that shape itself, into
+plain dataclasses of the same names and fields (tests/test_catalog_fastpath.py keeps the two in
+step), because importing pydantic and building these models costs more than reading a
+2,000-image catalog.
 Whatever that fast path does not accept is validated here, and, if pydantic accepts it after
 all, converted to those dataclasses (`to_runtime`).
 """
