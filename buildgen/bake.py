@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -314,14 +315,16 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     failures: list[Failure] = []
     retries = 0
     stopped = daemon_gone = False
+    rebuilt: set[str] = set()  # targets built again after a builder error
 
-    def requeue(images: Sequence[PlannedImage], attempts: int) -> None:
+    def requeue(images: Sequence[PlannedImage], attempts: int, *extra: str) -> None:
         nonlocal retries
         retries += 1
         for piece in shard(images, plan.all_images, len(plan.all_images) + 1, options.prebuilt):
             retry_path = options.out.resolve() / f"retry.{retries:03d}.hcl"
             retry_path.write_text(_render(plan, options, piece, retries, retries), encoding="utf-8")
-            queue.insert(0, (piece, retry_path, _command(options, retry_path), attempts))
+            command = (*_command(options, retry_path), *extra)
+            queue.insert(0, (piece, retry_path, command, attempts))
 
     while queue:
         bake_file, file_path, command, attempts = queue.pop(0)
@@ -356,8 +359,18 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
             # Registries fail transiently under concurrent pushes (distribution 2.8 answers 500
             # on a tag being rewritten): build what did not land once more; cached work is
             # not redone, so a real failure costs little to confirm.
-            log.warning("%d target(s) not built; building them again", len(unbuilt))
-            requeue(unbuilt, attempts - 1)
+            # After a builder error, without the build cache (see _BUILDER_ERRORS).
+            uncached = _without_cache(unbuilt) if _builder_error(outcome.tail) else ()
+            log.warning("%d target(s) not built; building them again%s", len(unbuilt),
+                        ", without the cache" if uncached else "")  # fmt: skip
+            requeue(unbuilt, attempts - 1, *uncached)
+        elif len(unbuilt) == 1 and unbuilt[0].key not in rebuilt and _builder_error(outcome.tail):
+            # It failed alone, in the builder rather than in its build: once more, without the
+            # build cache (the error comes back for as long as the cache holds that record).
+            rebuilt.add(unbuilt[0].key)
+            log.warning("%s: the builder failed (%s); building it once more, without the cache",
+                        unbuilt[0].key, _builder_error(outcome.tail))  # fmt: skip
+            requeue(unbuilt, 0, *_without_cache(unbuilt))
         elif len(unbuilt) == 1:
             image = unbuilt[0]
             failures.append(
@@ -400,6 +413,26 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
 
 # What the docker CLI says when the daemon is gone (stopped, or crashed mid-build).
 _DAEMON_GONE = "Cannot connect to the Docker daemon"
+
+# Errors of the builder itself, not of what it builds. Seen with Docker Engine 26.1's containerd
+# image store after a build was cancelled (a sibling target failed): the build cache keeps a
+# record whose snapshot is gone, and every build that hits it fails with "failed to commit <id>
+# to <id> during finalize: failed to stat active key during commit: snapshot <id> does not
+# exist: not found", until the cache is pruned. Building without the cache succeeds.
+_BUILDER_ERRORS = re.compile(
+    r"failed to commit \S+ to \S+ during finalize|failed to stat active key during commit"
+)
+
+
+def _without_cache(images: Sequence[PlannedImage]) -> tuple[str, ...]:
+    """buildx arguments that build these targets (not the ones they borrow) without the cache."""
+    return tuple(arg for image in images for arg in ("--set", f"{image.target}.no-cache=true"))
+
+
+def _builder_error(tail: Sequence[str]) -> str | None:
+    """The line of a failed run that blames the builder rather than the build, if any."""
+    errors = [line for line in tail if line.lstrip("#0123456789 ").startswith("ERROR")]
+    return next((line.strip() for line in errors if _BUILDER_ERRORS.search(line)), None)
 
 
 def _report(failures: Sequence[Failure]) -> None:

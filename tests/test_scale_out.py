@@ -150,6 +150,15 @@ def test_a_failing_target_does_not_stop_the_others(
     assert "1 published, 2 unchanged, 0 failed" in final.stderr
 
 
+def docker_wrapper(bin_dir: Path, script: str) -> tuple[Path, dict[str, str]]:
+    """`script` (with {docker}: the real CLI) as `docker` in `bin_dir`; an environment that
+    runs it. The scripts note each `buildx bake` in `bin_dir/calls`."""
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(script.format(docker=shutil.which("docker")))
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir, {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
 # The docker CLI, but the daemon is gone (stopped, or crashed) by the time a build starts.
 GONE_DOCKER = """#!/bin/sh
 if [ "$1 $2" = "buildx bake" ]; then
@@ -174,11 +183,7 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
         "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
         + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in names)
     )
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(GONE_DOCKER.format(docker=shutil.which("docker")))
-    (bin_dir / "docker").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    bin_dir, env = docker_wrapper(tmp_path / "bin", GONE_DOCKER)
     out = root / "build"
     result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
                       f"{registry.host}/gone", "--push", "--keep-going", "--shard-size", "2",
@@ -192,6 +197,62 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
     failed = json.loads((out / "results.all.json").read_text())["failed"]
     assert sorted(failed) == [f"agents/{n}" for n in names]
     assert sum("daemon stopped answering" in reason for reason in failed.values()) == 4
+
+
+# The docker CLI, but the first build fails in the builder (as dockerd 26.1 sometimes does).
+FLAKY_DOCKER = """#!/bin/sh
+if [ "$1 $2" = "buildx bake" ]; then
+    echo "$*" >> "$(dirname "$0")/calls"
+    if [ ! -e "$(dirname "$0")/failed-once" ]; then
+        touch "$(dirname "$0")/failed-once"
+        echo "#6 ERROR: failed to commit r3r51wqcc3 to d3814s8224 during finalize: failed to stat \\
+active key during commit: snapshot r3r51wqcc3 does not exist: not found"
+        echo "ERROR: failed to solve: failed to commit r3r51wqcc3 to d3814s8224 during finalize"
+        exit 1
+    fi
+fi
+exec {docker} "$@"
+"""
+
+
+@pytest.mark.docker
+def test_a_builder_error_is_built_again_a_build_error_is_not(
+    docker_daemon: None, docker_registry: Registry, tmp_path: Path
+) -> None:
+    root = tmp_path / "c"
+    for name, dockerfile in (("good", "FROM scratch\nCOPY x /x\n"), ("bad", BROKEN)):
+        (root / name).mkdir(parents=True)
+        (root / name / "x").write_text(f"{name}\n")
+        (root / name / "Dockerfile").write_text(dockerfile)
+    (root / "catalog.yaml").write_text(
+        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
+        "  good: {context: good, version: 1.0.0}\n  bad: {context: bad, version: 1.0.0}\n"
+    )
+    bin_dir, env = docker_wrapper(tmp_path / "bin", FLAKY_DOCKER)
+    env = docker_registry.env(env)
+
+    def bake(select: str, retries: int) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        (bin_dir / "calls").unlink(missing_ok=True)
+        result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
+                          f"{docker_registry.host}/flaky-{retries}", "--push", "--build-retries",
+                          str(retries), "--select", select, "--out", str(tmp_path / f"out-{retries}"),
+                          env=env)  # fmt: skip
+        return result, (bin_dir / "calls").read_text().splitlines()
+
+    # Its first build fails in the builder: built again without the cache, and lands; as the
+    # one retry --build-retries allows, or (none allowed) as the one a builder error gets.
+    for retries, message in ((1, "building them again, without the cache"),
+                             (0, "agents/good: the builder failed (#6 ERROR: failed to commit")):  # fmt: skip
+        (bin_dir / "failed-once").unlink(missing_ok=True)
+        good, calls = bake("agents/good", retries)
+        assert good.returncode == 0, good.stderr[-3000:]
+        assert message in good.stderr
+        assert len(calls) == 2 and "no-cache" not in calls[0]
+        assert calls[1].endswith("--set agents--good.no-cache=true")
+    bad, calls = bake("agents/bad", 0)  # a build error: not built again
+    assert bad.returncode == 3
+    assert "missing-file" in bad.stderr and "building it once more" not in bad.stderr
+    assert len(calls) == 1
 
 
 @pytest.mark.docker
