@@ -343,33 +343,31 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         if outcome.returncode == 0:
             continue
         unbuilt = [image for image in bake_file.targets if image.key in results.failed]
-        if any(_DAEMON_GONE in line for line in outcome.tail):
-            # Nothing more can be built, not again and not in halves: stop here.
+        # The daemon gone: nothing more can be built, not again and not in halves.
+        daemon_gone = daemon_gone or any(_DAEMON_GONE in line for line in outcome.tail)
+        builder_error = None if daemon_gone else _builder_error(outcome.tail)
+        if not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
+            failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
+            stopped = daemon_gone or not options.keep_going
+        elif daemon_gone or (attempts == 0 and len(unbuilt) > 1 and not options.keep_going):
             failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
                          for i in unbuilt]  # fmt: skip
-            if not unbuilt:
-                failures.append(
-                    Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail)
-                )
-            stopped = daemon_gone = True
-        elif not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
-            failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
-            stopped = not options.keep_going
+            stopped = True
         elif attempts > 0:
             # Registries fail transiently under concurrent pushes (distribution 2.8 answers 500
             # on a tag being rewritten): build what did not land once more; cached work is
-            # not redone, so a real failure costs little to confirm.
-            # After a builder error, without the build cache (see _BUILDER_ERRORS).
-            uncached = _without_cache(unbuilt) if _builder_error(outcome.tail) else ()
+            # not redone, so a real failure costs little to confirm. After a builder error,
+            # without the build cache (see _BUILDER_ERRORS).
+            uncached = _without_cache(unbuilt) if builder_error else ()
             log.warning("%d target(s) not built; building them again%s", len(unbuilt),
                         ", without the cache" if uncached else "")  # fmt: skip
             requeue(unbuilt, attempts - 1, *uncached)
-        elif len(unbuilt) == 1 and unbuilt[0].key not in rebuilt and _builder_error(outcome.tail):
+        elif len(unbuilt) == 1 and builder_error and unbuilt[0].key not in rebuilt:
             # It failed alone, in the builder rather than in its build: once more, without the
             # build cache (the error comes back for as long as the cache holds that record).
             rebuilt.add(unbuilt[0].key)
             log.warning("%s: the builder failed (%s); building it once more, without the cache",
-                        unbuilt[0].key, _builder_error(outcome.tail))  # fmt: skip
+                        unbuilt[0].key, builder_error)  # fmt: skip
             requeue(unbuilt, 0, *_without_cache(unbuilt))
         elif len(unbuilt) == 1:
             image = unbuilt[0]
@@ -377,16 +375,11 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
                 Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
             )
             stopped = not options.keep_going
-        elif options.keep_going:
-            # A failing target cancels its siblings: build them in halves until every
-            # failure stands alone in its run.
+        else:  # --keep-going: a failing target cancels its siblings; build them in halves
+            # until every failure stands alone in its run.
             half = (len(unbuilt) + 1) // 2
             requeue(unbuilt[half:], 0)
             requeue(unbuilt[:half], 0)
-        else:
-            failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
-                         for i in unbuilt]  # fmt: skip
-            stopped = True
     results.write(path)
     log.info(
         "recorded %d image(s) (%d unchanged), %d failed, in %s",

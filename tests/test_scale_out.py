@@ -150,23 +150,24 @@ def test_a_failing_target_does_not_stop_the_others(
     assert "1 published, 2 unchanged, 0 failed" in final.stderr
 
 
-def docker_wrapper(bin_dir: Path, script: str) -> tuple[Path, dict[str, str]]:
-    """`script` (with {docker}: the real CLI) as `docker` in `bin_dir`; an environment that
-    runs it. The scripts note each `buildx bake` in `bin_dir/calls`."""
+def docker_wrapper(bin_dir: Path, on_bake: str) -> tuple[Path, dict[str, str]]:
+    """A `docker` in `bin_dir` that notes each `buildx bake` in `bin_dir/calls` and runs the
+    shell lines `on_bake` first, then the real CLI; an environment that uses it."""
+    script = (
+        '#!/bin/sh\nif [ "$1 $2" = "buildx bake" ]; then\n'
+        '    echo "$*" >> "$(dirname "$0")/calls"\n'
+        f'{on_bake}fi\nexec {shutil.which("docker")} "$@"\n'
+    )
     bin_dir.mkdir()
-    (bin_dir / "docker").write_text(script.format(docker=shutil.which("docker")))
+    (bin_dir / "docker").write_text(script)
     (bin_dir / "docker").chmod(0o755)
     return bin_dir, {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
-# The docker CLI, but the daemon is gone (stopped, or crashed) by the time a build starts.
-GONE_DOCKER = """#!/bin/sh
-if [ "$1 $2" = "buildx bake" ]; then
-    echo "$*" >> "$(dirname "$0")/calls"
+# The daemon is gone (stopped, or crashed) by the time a build starts.
+DAEMON_GONE = """\
     echo "ERROR: Cannot connect to the Docker daemon at unix:///gone.sock. Is the docker daemon running?"
     exit 1
-fi
-exec {docker} "$@"
 """
 
 
@@ -183,7 +184,7 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
         "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
         + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in names)
     )
-    bin_dir, env = docker_wrapper(tmp_path / "bin", GONE_DOCKER)
+    bin_dir, env = docker_wrapper(tmp_path / "bin", DAEMON_GONE)
     out = root / "build"
     result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
                       f"{registry.host}/gone", "--push", "--keep-going", "--shard-size", "2",
@@ -199,10 +200,8 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
     assert sum("daemon stopped answering" in reason for reason in failed.values()) == 4
 
 
-# The docker CLI, but the first build fails in the builder (as dockerd 26.1 sometimes does).
-FLAKY_DOCKER = """#!/bin/sh
-if [ "$1 $2" = "buildx bake" ]; then
-    echo "$*" >> "$(dirname "$0")/calls"
+# The first build fails in the builder (as dockerd 26.1 sometimes does), the others run.
+BUILDER_FAILS_ONCE = """\
     if [ ! -e "$(dirname "$0")/failed-once" ]; then
         touch "$(dirname "$0")/failed-once"
         echo "#6 ERROR: failed to commit r3r51wqcc3 to d3814s8224 during finalize: failed to stat \\
@@ -210,8 +209,6 @@ active key during commit: snapshot r3r51wqcc3 does not exist: not found"
         echo "ERROR: failed to solve: failed to commit r3r51wqcc3 to d3814s8224 during finalize"
         exit 1
     fi
-fi
-exec {docker} "$@"
 """
 
 
@@ -228,7 +225,7 @@ def test_a_builder_error_is_built_again_a_build_error_is_not(
         "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
         "  good: {context: good, version: 1.0.0}\n  bad: {context: bad, version: 1.0.0}\n"
     )
-    bin_dir, env = docker_wrapper(tmp_path / "bin", FLAKY_DOCKER)
+    bin_dir, env = docker_wrapper(tmp_path / "bin", BUILDER_FAILS_ONCE)
     env = docker_registry.env(env)
 
     def bake(select: str, retries: int) -> tuple[subprocess.CompletedProcess[str], list[str]]:
