@@ -2,23 +2,29 @@
 
     stats = apply_image(rootfs, [(cache.path(d), media_type, diff_id) for ...])
 
-What comes out equals what Docker/BuildKit (and umoci) produce: paths, types, modes with
-setuid/setgid/sticky, numeric owners, contents, symlink targets, hardlinks, FIFOs, mtimes and
-(where the file system allows) xattrs. OCI whiteouts are honoured: `.wh.NAME` deletes NAME from
-the lower layers, `.wh..wh..opq` empties its directory of everything the lower layers put there,
-and neither ever deletes what the same layer adds, whatever the order of the tar.
+What comes out equals what Docker (Engine 26 with the containerd image store, whose applier is
+containerd's) and umoci produce: paths, types, modes with setuid/setgid/sticky, numeric owners,
+contents, symlink targets, hardlinks, FIFOs, device nodes, mtimes and (where the file system
+allows) xattrs. OCI whiteouts are honoured: `.wh.NAME` deletes NAME from the lower layers,
+`.wh..wh..opq` empties its directory of everything the lower layers put there, and neither ever
+deletes what the same layer adds, whatever the order of the tar.
 
-Nothing outside `rootfs` is ever created or modified, whatever the layers hold. Every path is
-walked one component at a time from an fd of the rootfs (openat with O_NOFOLLOW), so a symlink
-(laid down by an earlier layer, another image, or earlier in this one) is never followed, even one
-that would stay inside. The policy refuses, with an `ExtractionError` naming the layer and entry:
-- names with `..` components, and absolute names (a leading "./" is fine);
-- any entry whose parent path goes through a symlink (or a non-directory);
-- hardlinks whose target is absolute, has `..`, goes through a symlink, is a directory or does
-  not exist (a hardlink is made with linkat, without following, to a name inside the rootfs);
-- character and block devices (`ExtractPolicy.devices="skip"` drops them instead; a container
-  runtime provides /dev, and a layer has no business creating device nodes); FIFOs are fine;
-- unknown entry types, and paths deeper than `ExtractPolicy.max_depth` components.
+Nothing outside `rootfs` is ever read, created or modified, whatever the layers hold: every
+path is resolved from an fd of the rootfs one component at a time (`rootpath.resolve`). The
+policy, case by case beside Docker's, is in docs/crane-mode.md ("The extraction policy"):
+- names are cleaned as Go's filepath.Clean("/" + name): absolute names and `..` stay inside
+  the root; an entry that names the root itself is skipped (as containerd does);
+- a symlink met on the way to an entry (laid down by an earlier layer, another image, or
+  earlier in this one) is followed inside the rootfs, its target resolved there (an absolute
+  one from the rootfs, `..` never above it), as Docker does; the entry's own name is never
+  followed: what is there is replaced (a directory over a directory is merged);
+- hardlink targets are resolved the same way (their last component not followed) and must be
+  a non-directory already in the rootfs;
+- whiteouts are resolved the same way and remove only names inside their directory;
+- character and block devices are made when this process may (CAP_MKNOD), else refused
+  (`ExtractPolicy.devices="skip"` drops them instead); FIFOs always;
+- refused: a parent that is not a directory, a symlink loop (more than 255 links in one
+  lookup), paths deeper than `ExtractPolicy.max_depth` components, unknown entry types.
 When a layer is refused, what it already wrote stays inside the rootfs; the caller discards it.
 
 No file is world-readable while it is being written: regular files are created O_EXCL|O_NOFOLLOW
@@ -32,17 +38,13 @@ cache path `.../sha256/<hex>` or given), and the uncompressed stream must match 
 diff_id when one is given; a mismatch is an error, never a warning. The tar stream is read by
 `tarstream.TarReader`: a header that does not parse, or a stream cut short, is an error too.
 
-Where this differs from Docker on purpose (none of it arises in layers BuildKit or Docker write):
-Docker resolves a symlink in a parent path inside its chroot and treats absolute names as
-relative; both are refused here. A whiteout whose directory does not exist creates nothing. A
-hardlink header's owner and mode are applied to the inode, as Docker and containerd do (umoci
-does not; honest writers give a hardlink its target's metadata, so the results agree). Owners
-are set with chown, so extraction runs as root (there is no rootless mode).
+Owners are set with chown, so extraction runs as root (there is no rootless mode). A hardlink
+header's owner and mode are applied to the inode, as Docker and containerd do (umoci does not;
+honest writers give a hardlink its target's metadata, so the results agree).
 """
 
 from __future__ import annotations
 
-import errno
 import gc
 import gzip
 import hashlib
@@ -54,13 +56,15 @@ import re
 import stat
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, Protocol, cast
+from typing import ClassVar, Literal, NamedTuple, Protocol, cast
 
 from .errors import ExternalToolError
-from .fsutil import Xattrs, sha256_file, write_xattrs
+from .fsutil import Xattrs, write_xattrs
+from .rootpath import DIR_FLAGS as _DIR_FLAGS
+from .rootpath import Parts, PathRefused, clean, join, open_dir, resolve
 from .tarstream import (
     BLOCK_DEVICE,
     CHAR,
@@ -98,7 +102,6 @@ _MEDIA_TYPES: dict[str, Compression] = {
     DOCKER_LAYER_FOREIGN + ".gzip": "gzip",
 }
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 # Docker (and umoci, through the umask) give a parent directory the tar does not list 0755 root.
@@ -127,12 +130,14 @@ class ExtractionError(ExternalToolError):
 class ExtractPolicy:
     """What `apply_layer` accepts beyond plain files, directories, links and FIFOs."""
 
-    devices: Literal["refuse", "skip"] = "refuse"
-    """Character/block device entries: refuse the layer (default), or skip them (counted)."""
+    devices: Literal["create", "skip"] = "create"
+    """Character/block device entries: make them (refused where this process may not), or
+    skip them (counted)."""
     xattrs: bool = True
     """Apply `SCHILY.xattr.*` PAX records (failures the file system reports are counted)."""
     max_depth: int = 256
-    """Most path components an entry may have (bounds recursion and open fds on removal)."""
+    """Most path components an entry, or the real path it resolves to, may have (bounds the
+    recursion of removals)."""
 
 
 @dataclass
@@ -144,6 +149,7 @@ class LayerStats:
     symlinks: int = 0
     hardlinks: int = 0
     fifos: int = 0
+    devices: int = 0
     whiteouts: int = 0
     bytes: int = 0
     """Bytes of regular-file content written."""
@@ -268,7 +274,8 @@ def apply_image(
     """Apply (blob, media type, diff_id or None) layers in order; creates `rootfs` if missing.
     `layers` may be a generator: each layer is taken only when the one before is applied.
 
-    A new `rootfs` is made 0755 (what "/" is in Docker's images) unless a layer says otherwise.
+    A new `rootfs` is made 0755 root, what "/" is in Docker's containers (layers cannot change
+    it: an entry naming the root is skipped).
     """
     if not rootfs.exists():
         rootfs.mkdir(parents=True)
@@ -287,36 +294,48 @@ def apply_image(
             gc.enable()
 
 
+def _walk_tree(rootfs: Path) -> Iterable[tuple[str, int, str, os.stat_result]]:
+    """(path "/a/b", fd of its directory, its name, lstat) of everything under `rootfs`,
+    walked from fds, so paths longer than PATH_MAX are seen too."""
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(rootfs):
+        rel = os.path.relpath(dirpath, rootfs)
+        prefix = "/" if rel == "." else f"/{rel}/"
+        for name in dirnames + filenames:
+            yield prefix + name, dir_fd, name, os.lstat(name, dir_fd=dir_fd)
+
+
 def tree(rootfs: Path) -> dict[str, TreeEntry]:
     """Every path under `rootfs` ("/a/b", the root itself excluded), for comparisons."""
     entries: dict[str, TreeEntry] = {}
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            kind = _kind(st.st_mode)
-            content = ""
-            if kind == "file":
-                content = sha256_file(full)
-            elif kind == "symlink":
-                content = os.readlink(full)
-            rel = "/" + os.path.relpath(full, rootfs)
-            entries[rel] = TreeEntry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
+    for path, dir_fd, name, st in _walk_tree(rootfs):
+        kind = _kind(st.st_mode)
+        content = ""
+        if kind == "file":
+            content = _file_digest(dir_fd, name)
+        elif kind == "symlink":
+            content = os.readlink(name, dir_fd=dir_fd)
+        elif kind in ("char", "block"):
+            content = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        entries[path] = TreeEntry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
     return entries
 
 
 def hardlinks(rootfs: Path) -> set[frozenset[str]]:
     """The groups of paths under `rootfs` that are one inode (non-directories only)."""
     groups: dict[tuple[int, int], set[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-                groups.setdefault((st.st_dev, st.st_ino), set()).add(
-                    "/" + os.path.relpath(full, rootfs)
-                )
+    for path, _, _, st in _walk_tree(rootfs):
+        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+            groups.setdefault((st.st_dev, st.st_ino), set()).add(path)
     return {frozenset(paths) for paths in groups.values() if len(paths) > 1}
+
+
+def _file_digest(dir_fd: int, name: str) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -556,16 +575,6 @@ class _DirMeta:
     xattrs: Xattrs = field(default_factory=list)
 
 
-def _split(name: str, what: str) -> tuple[str, ...]:
-    """The components of a tar name ("./a//b/" -> ("a", "b")); refuses absolute and `..`."""
-    if name.startswith("/"):
-        raise _Refused(f"{what} is an absolute path")
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise _Refused(f"{what} has a '..' component")
-    return parts
-
-
 def _kind(mode: int) -> str:
     for test, kind in (
         (stat.S_ISDIR, "dir"),
@@ -607,12 +616,19 @@ def _remove_tree(parent_fd: int, name: str) -> None:
     os.rmdir(name, dir_fd=parent_fd)
 
 
-def _join(parts: Iterable[str]) -> str:
-    return "/".join(parts)
+def _device_name(info: Entry) -> str:
+    kind = "character" if info.type == CHAR else "block"
+    return f"{kind} device {info.devmajor}:{info.devminor}"
 
 
 class _Applier:
-    """Applies the entries of one layer; every path is walked from `root_fd`, never followed."""
+    """Applies the entries of one layer to the rootfs `root_fd`.
+
+    Names are cleaned (`rootpath.clean`) and their parent directories resolved in the root
+    (`rootpath.resolve`): a symlink on the way is followed inside the rootfs, never out of
+    it. The last component is never followed. Paths are kept as they really are in the
+    rootfs ("usr/lib/x.so" for an entry "lib/x.so" written through `lib -> usr/lib`).
+    """
 
     def __init__(self, root_fd: int, label: str, policy: ExtractPolicy, stats: LayerStats) -> None:
         self.root_fd = root_fd
@@ -623,8 +639,9 @@ class _Applier:
         self.upper: set[str] = set()
         # Directories created or listed by this layer, and the metadata they end with.
         self.dirs: dict[str, _DirMeta] = {}
-        # The last directory walked to (a dup'd fd): consecutive entries share a parent.
-        self._cached: tuple[tuple[str, ...], int] | None = None
+        # The last directory looked up: (its name in the layer, its real path, a dup'd fd).
+        # Consecutive entries mostly share a parent.
+        self._cached: tuple[Parts, Parts, int] | None = None
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -645,9 +662,9 @@ class _Applier:
         for rel in sorted(self.dirs, key=lambda r: depth[r], reverse=True):
             meta = self.dirs[rel]
             try:
-                fd = self._walk(tuple(rel.split("/")) if rel else (), create=False)
+                fd = open_dir(self.root_fd, tuple(rel.split("/")) if rel else ())
                 if fd is None:
-                    continue  # removed later in the layer
+                    continue  # replaced later in the layer
                 try:
                     os.fchown(fd, meta.uid, meta.gid)
                     self._set_xattrs(fd, meta.xattrs)
@@ -656,8 +673,6 @@ class _Applier:
                         os.utime(fd, ns=meta.times)
                 finally:
                     os.close(fd)
-            except _Refused as exc:
-                raise ExtractionError(self.label, str(exc), entry=rel or "./") from None
             except (OSError, ValueError, OverflowError) as exc:
                 raise ExtractionError(self.label, _describe(exc), entry=rel or "./") from exc
 
@@ -667,46 +682,46 @@ class _Applier:
     # -- entries ---------------------------------------------------------------------------
 
     def entry(self, info: Entry, reader: TarReader) -> None:
-        parts = _split(info.name, "the name")
+        parts = clean(info.name)
         if len(parts) > self.policy.max_depth:
             raise _Refused(f"the name has more than {self.policy.max_depth} components")
-        if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
-            raise _Refused("a directory in the name has the whiteout prefix '.wh.'")
-        if parts and parts[-1].startswith(WHITEOUT_PREFIX):
-            self._whiteout(parts)
+        if not parts:
+            # "./", "/", "a/..": the root itself, which containerd skips whatever the type
+            # (the root of a container's filesystem is its runtime's, 0755 root).
+            log.debug("%s: entry %r ignored: it names the root", self.label, info.name)
             return
         kind = info.type
-        if not parts:
-            # The root itself ("./"): it may only get new metadata, never be replaced.
-            if kind != DIRECTORY:
-                raise _Refused("the root directory can only be listed as a directory")
-            self.dirs[""] = self._dir_meta(info)
+        if parts[-1].startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, parts[-1])
             return
-        if kind == REGULAR:
-            self._file(parts, info, reader)
-        elif kind == DIRECTORY:
-            self._dir(parts, info)
-        elif kind == SYMLINK:
-            self._symlink(parts, info)
-        elif kind == HARDLINK:
-            self._hardlink(parts, info)
-        elif kind == FIFO:
-            self._fifo(parts, info)
-        elif kind in (CHAR, BLOCK_DEVICE):
-            if self.policy.devices == "refuse":
-                raise _Refused(
-                    "device nodes are refused (a container runtime provides /dev); "
-                    "ExtractPolicy(devices='skip') drops them"
-                )
+        if kind == CHAR and info.devmajor == info.devminor == 0:
+            # overlayfs's own whiteout. Docker's storage is overlayfs, whose mounts show no
+            # such node, in any layer: it hides what the layers below put there, as
+            # `.wh.NAME` does.
+            self._whiteout(parts, WHITEOUT_PREFIX + parts[-1])
+            return
+        if kind in (CHAR, BLOCK_DEVICE) and self.policy.devices == "skip":
             log.debug("%s: skipping device node %s", self.label, info.name)
             self.stats.devices_skipped += 1
             return
-        else:
+        make = self._MAKERS.get(kind)
+        if make is None:
             raise _Refused(f"unsupported tar entry type {info.type!r}")
-        self._mark(parts)
+        real, parent = self._parent(parts)
+        try:
+            path = (*real, parts[-1])
+            make(self, parent, path, info, reader)
+        finally:
+            os.close(parent)
+        self._mark(path)
 
-    def _file(self, parts: tuple[str, ...], info: Entry, reader: TarReader) -> None:
-        fd = self._create(parts)
+    def _file(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        name = path[-1]
+        try:  # most names are new: no lstat first
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+        except FileExistsError:
+            self._clear(parent, path, keep_dir=False)
+            fd = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         try:
             for piece in reader.data(_CHUNK):
                 _write_all(fd, piece)
@@ -716,119 +731,123 @@ class _Applier:
             os.close(fd)
         self.stats.files += 1
 
-    def _create(self, parts: tuple[str, ...]) -> int:
-        """A new file at `parts`, 0600, replacing what is there (see `_clear`)."""
-        try:  # most names are new: straight into the directory of the entry before, mostly
-            return os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=self._borrow(parts[:-1]))
-        except FileExistsError:
-            pass
-        parent = self._parent(parts)  # our own fd: clearing may close the cached one
-        try:
-            self._clear(parent, parts, keep_dir=False)
-            return os.open(parts[-1], _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
-        finally:
-            os.close(parent)
-
-    def _dir(self, parts: tuple[str, ...], info: Entry) -> None:
-        parent = self._parent(parts)
-        try:
-            if self._clear(parent, parts, keep_dir=True) is None:
-                os.mkdir(parts[-1], 0o700, dir_fd=parent)
-            else:
-                # A directory from a lower layer is 0700 too until the layer is done: its new
-                # mode may be stricter (a 0755 one made root-only), and its files must not be
-                # reachable in between.
-                fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
-                try:
-                    os.fchmod(fd, 0o700)
-                finally:
-                    os.close(fd)
-        finally:
-            os.close(parent)
-        self.dirs[_join(parts)] = self._dir_meta(info)
+    def _dir(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        name = path[-1]
+        if self._clear(parent, path, keep_dir=True) is None:
+            os.mkdir(name, 0o700, dir_fd=parent)
+        else:
+            # A directory from a lower layer is 0700 too until the layer is done: its new
+            # mode may be stricter (a 0755 one made root-only), and its files must not be
+            # reachable in between.
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+        self.dirs[join(path)] = _DirMeta(
+            info.mode & 0o7777, info.uid, info.gid, _times(info), info.xattrs
+        )
         self.stats.dirs += 1
 
-    def _symlink(self, parts: tuple[str, ...], info: Entry) -> None:
-        parent = self._parent(parts)
-        name = parts[-1]
-        try:
-            self._clear(parent, parts, keep_dir=False)
-            os.symlink(info.linkname, name, dir_fd=parent)  # the target is kept verbatim
-            os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
-            self._set_xattrs(f"/proc/self/fd/{parent}/{name}", info.xattrs)
-            os.utime(name, ns=_times(info), dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(parent)
+    def _symlink(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        name = path[-1]
+        self._clear(parent, path, keep_dir=False)
+        os.symlink(info.linkname, name, dir_fd=parent)  # the target is kept verbatim
+        os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
+        self._set_xattrs(f"/proc/self/fd/{parent}/{name}", info.xattrs)
+        os.utime(name, ns=_times(info), dir_fd=parent, follow_symlinks=False)
         self.stats.symlinks += 1
 
-    def _hardlink(self, parts: tuple[str, ...], info: Entry) -> None:
-        target = _split(info.linkname, f"the hardlink target {info.linkname!r}")
+    def _hardlink(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        """A link to what the target names in the rootfs: its parent resolved in the root like
+        any entry's (absolute targets, as kaniko writes them, are relative to the root), its
+        last component not followed (a hardlink to a symlink is one more name of the symlink,
+        as in containerd)."""
+        target = clean(info.linkname)
+        missing = _Refused(f"the hardlink target {info.linkname!r} does not exist in the rootfs")
         if not target:
             raise _Refused("a hardlink to the root directory")
-        if target == parts:
-            raise _Refused("a hardlink to itself")
-        missing = _Refused(f"the hardlink target {info.linkname!r} does not exist in the rootfs")
-        target_parent = self._walk(target[:-1], create=False)
-        if target_parent is None:
+        found = self._resolve(target[:-1], create=False)
+        if found is None:
             raise missing
+        target_real, target_parent = found
         try:
+            if (*target_real, target[-1]) == path:
+                raise _Refused("a hardlink to itself")
             try:
                 st = os.lstat(target[-1], dir_fd=target_parent)
             except FileNotFoundError:
                 raise missing from None
             if stat.S_ISDIR(st.st_mode):
                 raise _Refused(f"the hardlink target {info.linkname!r} is a directory")
-            parent = self._parent(parts)
-            name = parts[-1]
-            try:
-                self._clear(parent, parts, keep_dir=False)
-                # linkat without AT_SYMLINK_FOLLOW: links the name found, even a symlink.
-                os.link(
-                    target[-1],
-                    name,
-                    src_dir_fd=target_parent,
-                    dst_dir_fd=parent,
-                    follow_symlinks=False,
-                )
-                # Docker and containerd apply a hardlink header's metadata to the inode.
-                if stat.S_ISLNK(st.st_mode):
-                    os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
-                else:
-                    self._metadata(parent, name, info)
-            finally:
-                os.close(parent)
+            name = path[-1]
+            self._clear(parent, path, keep_dir=False)
+            # linkat without AT_SYMLINK_FOLLOW: links the name found, even a symlink.
+            os.link(target[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent,
+                    follow_symlinks=False)  # fmt: skip
         finally:
             os.close(target_parent)
+        # Docker and containerd apply a hardlink header's metadata to the inode.
+        if stat.S_ISLNK(st.st_mode):
+            os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            self._node_metadata(parent, name, info)
+        else:
+            self._metadata(parent, name, info)
         self.stats.hardlinks += 1
 
-    def _fifo(self, parts: tuple[str, ...], info: Entry) -> None:
-        parent = self._parent(parts)
-        name = parts[-1]
-        try:
-            self._clear(parent, parts, keep_dir=False)
-            os.mkfifo(name, 0o600, dir_fd=parent)
-            self._metadata(parent, name, info)
-        finally:
-            os.close(parent)
+    def _fifo(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        name = path[-1]
+        self._clear(parent, path, keep_dir=False)
+        os.mkfifo(name, 0o600, dir_fd=parent)
+        self._metadata(parent, name, info)
         self.stats.fifos += 1
 
-    def _whiteout(self, parts: tuple[str, ...]) -> None:
+    def _device(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
+        """A character or block device, made as Docker makes it when it runs as root; where
+        this process may not (no CAP_MKNOD: not root, or in a user namespace) it is refused."""
+        name = path[-1]
+        self._clear(parent, path, keep_dir=False)
+        kind = stat.S_IFCHR if info.type == CHAR else stat.S_IFBLK
+        try:
+            device = os.makedev(info.devmajor, info.devminor)
+            os.mknod(name, kind | 0o600, device, dir_fd=parent)
+        except PermissionError:
+            raise _Refused(
+                f"the layer holds a {_device_name(info)}, which only a process with "
+                "CAP_MKNOD (root, outside a user namespace: as the crane runner runs) can "
+                "create; run as root, or materialize an image without device nodes"
+            ) from None
+        self._node_metadata(parent, name, info)
+        self.stats.devices += 1
+
+    _MAKERS: ClassVar[dict[str, Callable[[_Applier, int, Parts, Entry, TarReader], None]]] = {
+        REGULAR: _file,
+        DIRECTORY: _dir,
+        SYMLINK: _symlink,
+        HARDLINK: _hardlink,
+        FIFO: _fifo,
+        CHAR: _device,
+        BLOCK_DEVICE: _device,
+    }
+
+    def _whiteout(self, parts: Parts, base: str) -> None:
+        """`.wh.NAME` hides NAME of the lower layers, `.wh..wh..opq` everything of theirs in its
+        directory. The directory is resolved in the root like any entry's parent, and made
+        when missing, as containerd does; what this layer adds is never removed."""
         self.stats.whiteouts += 1
-        base, directory = parts[-1], parts[:-1]
         if base != WHITEOUT_OPAQUE and base.startswith(WHITEOUT_META_PREFIX):
-            log.debug("%s: ignoring whiteout metadata entry %s", self.label, _join(parts))
+            log.debug("%s: ignoring whiteout metadata entry %s", self.label, join(parts))
             return
         name = base[len(WHITEOUT_PREFIX) :]
         if base != WHITEOUT_OPAQUE and name in ("", ".", ".."):
             raise _Refused(f"a whiteout of {name!r}")
-        fd = self._walk(directory, create=False)
-        if fd is None:
-            return  # nothing below to hide
+        real, fd = self._parent(parts)
         try:
             if base == WHITEOUT_OPAQUE:
-                self._purge_children(fd, _join(directory))
+                self._purge_children(fd, join(real))
             else:
-                self._purge(fd, name, _join((*directory, name)))
+                self._purge(fd, name, join((*real, name)))
         finally:
             os.close(fd)
 
@@ -848,6 +867,15 @@ class _Applier:
         finally:
             os.close(fd)
 
+    def _node_metadata(self, parent: int, name: str, info: Entry) -> None:
+        """Owner, xattrs, mode and times of a device node, by name: opening a device may do
+        anything its driver does. It was made a moment ago in a directory only root can write
+        to (0700 until the layer is done), so the name is still it."""
+        os.chown(name, info.uid, info.gid, dir_fd=parent, follow_symlinks=False)
+        self._set_xattrs(f"/proc/self/fd/{parent}/{name}", info.xattrs)
+        os.chmod(name, info.mode & 0o7777, dir_fd=parent)
+        os.utime(name, ns=_times(info), dir_fd=parent, follow_symlinks=False)
+
     def _fd_metadata(self, fd: int, info: Entry) -> None:
         """Owner, xattrs, mode and times from `info`, through `fd` (chmod after chown, which
         clears setuid/setgid)."""
@@ -856,95 +884,58 @@ class _Applier:
         os.fchmod(fd, info.mode & 0o7777)
         os.utime(fd, ns=_times(info))
 
-    def _dir_meta(self, info: Entry) -> _DirMeta:
-        return _DirMeta(info.mode & 0o7777, info.uid, info.gid, _times(info), info.xattrs)
-
-    def _mark(self, parts: tuple[str, ...]) -> None:
+    def _mark(self, path: Parts) -> None:
         """Add the path and its ancestors to `upper`. An ancestor already there has its own
         ancestors there too (nothing removes a path but with everything under it)."""
-        path = _join(parts)
-        while path and path not in self.upper:
-            self.upper.add(path)
-            path = path.rpartition("/")[0]
+        rel = join(path)
+        while rel and rel not in self.upper:
+            self.upper.add(rel)
+            rel = rel.rpartition("/")[0]
 
-    def _parent(self, parts: tuple[str, ...]) -> int:
-        fd = self._walk(parts[:-1], create=True)
-        assert fd is not None  # create=True always gives a directory or raises
-        return fd
+    def _parent(self, parts: Parts) -> tuple[Parts, int]:
+        """The real path of the directory of the entry `parts` and a new fd of it, made with
+        any missing directory on the way."""
+        key = parts[:-1]
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1], os.dup(self._cached[2])
+        found = self._resolve(key, create=True)
+        assert found is not None  # with create, a directory or a refusal
+        return found
 
-    def _borrow(self, parts: tuple[str, ...]) -> int:
-        """The cached fd of the directory `parts` (made if missing): not to be closed, and
-        valid only until the next walk or removal."""
-        if self._cached is None or self._cached[0] != parts:
-            fd = self._walk(parts, create=True)  # caches the directory too
-            assert fd is not None  # create=True always gives a directory or raises
-            os.close(fd)
-        assert self._cached is not None
-        return self._cached[1]
-
-    def _walk(self, parts: tuple[str, ...], *, create: bool) -> int | None:
-        """A new fd of the directory `parts`, walked from the root one component at a time.
-
-        A symlink on the way is refused, never followed. A missing directory is made (0700,
-        and 0755 root when the layer is done, as Docker does) when `create`, else None is
-        returned, as for a non-directory on the way.
-        """
-        if self._cached is not None and self._cached[0] == parts:
-            return os.dup(self._cached[1])
-        fd = os.dup(self.root_fd)
+    def _resolve(self, parts: Parts, *, create: bool) -> tuple[Parts, int] | None:
         try:
-            for index, name in enumerate(parts):
-                try:
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        os.close(fd)
-                        return None
-                    os.mkdir(name, 0o700, dir_fd=fd)
-                    self.dirs.setdefault(
-                        _join(parts[: index + 1]), _DirMeta(_IMPLICIT_DIR_MODE, 0, 0, None)
-                    )
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                    st = os.lstat(name, dir_fd=fd)
-                    path = _join(parts[: index + 1])
-                    if stat.S_ISLNK(st.st_mode):
-                        target = os.readlink(name, dir_fd=fd)
-                        raise _Refused(
-                            f"{path} is a symlink (to {target!r}) in the rootfs; entries are "
-                            "never written through a symlink"
-                        ) from None
-                    if create:
-                        raise _Refused(f"{path} is not a directory") from None
-                    os.close(fd)
-                    return None
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        self._forget()
-        self._cached = (parts, os.dup(fd))
-        return fd
+            found = resolve(
+                self.root_fd,
+                parts,
+                create=self._made if create else None,
+                max_depth=self.policy.max_depth,
+            )
+        except PathRefused as exc:
+            raise _Refused(str(exc)) from None
+        if found is not None:
+            self._forget()
+            self._cached = (parts, found[0], os.dup(found[1]))
+        return found
+
+    def _made(self, real: Parts) -> None:
+        # Docker gives a parent directory the tar does not list 0755 root (umoci, through
+        # the umask, too); a listing later in the layer overrides it.
+        self.dirs.setdefault(join(real), _DirMeta(_IMPLICIT_DIR_MODE, 0, 0, None))
 
     def _forget(self) -> None:
         if self._cached is not None:
-            os.close(self._cached[1])
+            os.close(self._cached[2])
             self._cached = None
 
-    def _clear(
-        self, parent: int, parts: tuple[str, ...], *, keep_dir: bool
-    ) -> os.stat_result | None:
-        """Make way for a new entry: remove what is at `parts` (unless a directory to keep)."""
+    def _clear(self, parent: int, path: Parts, *, keep_dir: bool) -> os.stat_result | None:
+        """Make way for a new entry: remove what is at `path` (unless a directory to keep)."""
         try:
-            st = os.lstat(parts[-1], dir_fd=parent)
+            st = os.lstat(path[-1], dir_fd=parent)
         except FileNotFoundError:
             return None
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return st
-        self._remove(parent, parts[-1], _join(parts))
+        self._remove(parent, path[-1], join(path))
         return None
 
     def _remove(self, parent: int, name: str, rel: str) -> None:

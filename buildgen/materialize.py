@@ -31,6 +31,7 @@ from .lock import Pinned
 from .overlay import OverlayUnavailable, overlay_mount, unmount
 from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
 from .registry.reference import parse_repository
+from .rootpath import DIR_FLAGS, PathRefused, clean, join, resolve
 from .treecopy import copy_tree
 from .unpacked import Layer, UnpackedCache, chain_id_of
 
@@ -186,52 +187,114 @@ def _mb(size: int) -> str:
 
 def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
     """Add `provided` from an image unpacked at `staging` to `rootfs`, as COPY --from does: the
-    directory gets the rule's mode and owner, its contents keep theirs, and it is written by the
-    same safe extractor (as an uncompressed layer), so nothing goes through a symlink."""
-    relative = provided.path.strip("/")
-    source = staging / relative
+    directory gets the rule's mode and owner, its contents keep theirs.
+
+    Both sides are walked from fds, never through a symlink out of their root: the provided
+    path is resolved inside `staging` (as BuildKit resolves a COPY source in its image), its
+    tree is read with openat(O_NOFOLLOW) one directory at a time, and it is written to
+    `rootfs` as an uncompressed layer by the same extractor as every layer, which resolves the
+    destination inside `rootfs` (a benchmark's `/opt -> usr/opt` is followed, in the rootfs).
+    """
+    root_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        st = os.lstat(source)
-    except FileNotFoundError:
+        found = resolve(root_fd, clean(provided.path))
+    except PathRefused as exc:
+        raise ExternalToolError(f"{label}: {provided.path}: {exc}") from None
+    finally:
+        os.close(root_fd)
+    if found is None:
         raise ExternalToolError(
-            f"{label} has no {provided.path}, which the catalog says it provides"
-        ) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ExternalToolError(f"{label}: {provided.path} is not a directory")
+            f"{label} has no directory {provided.path}, which the catalog says it provides"
+        )
+    real, source_fd = found
     with tempfile.NamedTemporaryFile(dir=staging.parent, suffix=".tar", delete=False) as handle:
         layer = Path(handle.name)
     try:
         with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-            top = tarfile.TarInfo(relative)
-            top.type, top.mode, top.uid, top.gid = (
-                tarfile.DIRTYPE,
-                provided.mode,
-                provided.uid,
-                provided.gid,
-            )
-            top.mtime = int(st.st_mtime)
+            arcname = "/".join(clean(provided.path))
+            top = _tar_info(arcname, os.fstat(source_fd), tarfile.DIRTYPE)
+            top.mode, top.uid, top.gid = provided.mode, provided.uid, provided.gid
+            top.pax_headers = {}  # whole seconds, as before; no xattrs of the image's
             tar.addfile(top)
-            for dirpath, dirnames, filenames in os.walk(source):
-                dirnames.sort()
-                for name in sorted(dirnames) + sorted(filenames):
-                    full = os.path.join(dirpath, name)
-                    info = tar.gettarinfo(full, arcname=os.path.relpath(full, staging))
-                    info.uname = info.gname = ""
-                    xattrs = read_xattrs(full)
-                    if xattrs:
-                        info.pax_headers = {
-                            f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
-                            for key, value in xattrs
-                        }
-                    if info.isreg():
-                        with open(full, "rb") as content:
-                            tar.addfile(info, content)
-                    else:
-                        tar.addfile(info)
+            _add_tree(tar, source_fd, arcname, {})
         digest = sha256_file(layer)
         apply_layer(rootfs, layer, TAR, digest=digest)
     finally:
+        os.close(source_fd)
         layer.unlink(missing_ok=True)
+    log.debug("%s: fused %s (from %s in the image)", label, provided.path, "/" + join(real))
+
+
+def _tar_info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    """A tar header for `st` with its exact mtime (a pax record: tarfile keeps only seconds)."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    seconds, nanos = divmod(st.st_mtime_ns, 1_000_000_000)
+    info.mtime = seconds
+    if nanos:
+        info.pax_headers = {"mtime": f"{seconds}.{nanos:09d}"}
+    return info
+
+
+def _add_tree(
+    tar: tarfile.TarFile, dir_fd: int, prefix: str, links: dict[tuple[int, int], str]
+) -> None:
+    """Add what is in the directory `dir_fd` to `tar` under `prefix`, sorted, hardlinks as
+    links to the first name of their inode; no symlink followed."""
+    for name in sorted(os.listdir(dir_fd)):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        arcname = f"{prefix}/{name}"
+        mode = st.st_mode
+        kind = _TAR_TYPES.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise ExternalToolError(f"{arcname}: a socket cannot be copied into the rootfs")
+        info = _tar_info(arcname, st, kind)
+        xattrs = read_xattrs(f"/proc/self/fd/{dir_fd}/{name}")
+        if xattrs:
+            info.pax_headers = {
+                **info.pax_headers,
+                **{
+                    f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
+                    for key, value in xattrs
+                },
+            }
+        if not stat.S_ISDIR(mode) and st.st_nlink > 1:
+            first = links.setdefault((st.st_dev, st.st_ino), arcname)
+            if first != arcname:
+                info.type, info.linkname = tarfile.LNKTYPE, first
+                tar.addfile(info)
+                continue
+        if stat.S_ISDIR(mode):
+            tar.addfile(info)
+            child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                _add_tree(tar, child, arcname, links)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(mode):
+            info.size = st.st_size
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as content:
+                tar.addfile(info, content)
+        elif stat.S_ISLNK(mode):
+            info.linkname = os.readlink(name, dir_fd=dir_fd)
+            tar.addfile(info)
+        else:  # FIFOs and device nodes
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            tar.addfile(info)
+
+
+_TAR_TYPES = {
+    stat.S_IFDIR: tarfile.DIRTYPE,
+    stat.S_IFREG: tarfile.REGTYPE,
+    stat.S_IFLNK: tarfile.SYMTYPE,
+    stat.S_IFIFO: tarfile.FIFOTYPE,
+    stat.S_IFCHR: tarfile.CHRTYPE,
+    stat.S_IFBLK: tarfile.BLKTYPE,
+}
 
 
 def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
@@ -280,6 +343,8 @@ def materialize(
     that cache (by chain ID) and the rootfs is a copy of it: the next run only copies. With
     `overlay` too, the rootfs is an overlay mount of that tree instead of a copy (see
     overlay.py), when this process may mount one; else it is a copy."""
+    if rootfs.is_symlink() or (rootfs.exists() and not rootfs.is_dir()):
+        raise UsageError(f"--rootfs {rootfs} is not a directory: give a new directory")
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
     parts = [benchmark, *others]

@@ -59,8 +59,8 @@ class Entry:
     "2" symlink, "3" char, "4" block, "5" directory, "6" FIFO, or the raw type of another."""
 
     __slots__ = (
-        "atime_ns", "gid", "linkname", "mode", "mtime_ns", "name", "offset", "size", "type",
-        "uid", "xattrs",
+        "atime_ns", "devmajor", "devminor", "gid", "linkname", "mode", "mtime_ns", "name",
+        "offset", "size", "type", "uid", "xattrs",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -73,6 +73,8 @@ class Entry:
         self.mtime_ns = 0
         self.atime_ns: int | None = None
         self.linkname = ""
+        self.devmajor = 0  # of a character or block device
+        self.devminor = 0
         self.xattrs: list[tuple[str, bytes]] = []
         self.offset = 0  # of its header in the stream
 
@@ -286,6 +288,9 @@ class TarReader:
         entry.size = _number(block[124:136])
         entry.mtime_ns = _number(block[136:148]) * 1_000_000_000
         entry.linkname = _text(block[157:257])
+        if kind in (CHAR, BLOCK_DEVICE):
+            entry.devmajor = _number(block[329:337])
+            entry.devminor = _number(block[337:345])
         if entry.size < 0 or entry.uid < 0 or entry.gid < 0:
             raise TarError("a negative size, uid or gid")
         return entry

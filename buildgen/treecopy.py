@@ -16,8 +16,9 @@ Safety, the same rules as the extraction (`extract.py`):
   clears setuid/setgid, so chmod comes after);
 - names come from the source's directory listings, and every directory on both sides is opened
   from its parent's fd with O_NOFOLLOW, so no symlink is ever followed on either side;
-- device nodes and sockets are refused: the extraction never lays them down (a container
-  runtime provides /dev), so finding one means the source is not what `materialize` made.
+- device nodes are made again (the extraction makes them as root, as Docker does) and never
+  opened; sockets are refused: no layer can hold one;
+- no path is handed to the kernel whole: a tree may hold paths longer than PATH_MAX.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from .errors import ExternalToolError
 from .fsutil import Xattrs, read_xattrs, write_xattrs
+from .rootpath import open_dir
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -54,6 +56,7 @@ class CopyStats:
     symlinks: int = 0
     hardlinks: int = 0
     fifos: int = 0
+    devices: int = 0
     bytes: int = 0
     xattrs_skipped: int = 0
 
@@ -136,9 +139,9 @@ class _Copier:
                         future.result()
                 for first, other in self.later_links:
                     # Both inside the new tree, which only this copy has written: the names
-                    # are walked in it, as made (real directories all the way).
-                    os.link(first, other, src_dir_fd=self.root_fd, dst_dir_fd=self.root_fd,
-                            follow_symlinks=False)  # fmt: skip
+                    # are walked in it, as made (real directories all the way), one directory
+                    # at a time (a path may be longer than the kernel takes in one call).
+                    self._link(first, other)
                     self.stats.hardlinks += 1
                 self._finish_dirs()
             finally:
@@ -192,10 +195,12 @@ class _Copier:
                     finally:
                         os.close(fd)
                     self.stats.fifos += 1
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    self._device(pair.source_fd, pair.target_fd, name, st)
                 else:
                     raise CopyError(
-                        f"{self.source}/{path} is a device node or socket, which an unpacked "
-                        "image never holds: not copying it"
+                        f"{self.source}/{path} is a socket, which an unpacked image never "
+                        "holds: not copying it"
                     )
         finally:
             pair.release()
@@ -236,6 +241,39 @@ class _Copier:
                  follow_symlinks=False)  # fmt: skip
         self.stats.symlinks += 1
 
+    def _device(self, source_fd: int, target_fd: int, name: str, st: os.stat_result) -> None:
+        """A device node, as the extraction made it; never opened (see extract._device)."""
+        os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=target_fd)
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=target_fd, follow_symlinks=False)
+        xattrs = self._source_xattrs(source_fd, name)
+        if xattrs:
+            self._set_xattrs(f"/proc/self/fd/{target_fd}/{name}", xattrs)
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=target_fd)
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=target_fd,
+                 follow_symlinks=False)  # fmt: skip
+        with self._stats_lock:
+            self.stats.devices += 1
+
+    def _link(self, first: str, other: str) -> None:
+        source, target = first.split("/"), other.split("/")
+        source_fd = self._open_made(source[:-1])
+        try:
+            target_fd = self._open_made(target[:-1])
+            try:
+                os.link(source[-1], target[-1], src_dir_fd=source_fd, dst_dir_fd=target_fd,
+                        follow_symlinks=False)  # fmt: skip
+            finally:
+                os.close(target_fd)
+        finally:
+            os.close(source_fd)
+
+    def _open_made(self, parts: list[str]) -> int:
+        """A directory this copy made (a real one: it made them all)."""
+        fd = open_dir(self.root_fd, tuple(parts))
+        if fd is None:
+            raise CopyError(f"{self.destination}/{'/'.join(parts)} went away during the copy")
+        return fd
+
     def _metadata(self, fd: int, st: os.stat_result, xattrs: Xattrs) -> None:
         os.fchown(fd, st.st_uid, st.st_gid)
         self._set_xattrs(fd, xattrs)
@@ -247,11 +285,7 @@ class _Copier:
         was still writable while it was filled; its times are set after its last entry)."""
         for pending in sorted(self.pending, key=lambda p: p.path.count("/") + bool(p.path),
                               reverse=True):  # fmt: skip
-            fd = (
-                os.dup(self.root_fd)
-                if not pending.path
-                else os.open(pending.path, _DIR_FLAGS, dir_fd=self.root_fd)
-            )
+            fd = self._open_made(pending.path.split("/") if pending.path else [])
             try:
                 self._metadata(fd, pending.st, pending.xattrs)
             finally:

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import tarfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,133 +173,278 @@ def write_blob(directory: Path, data: bytes) -> Path:
 
 # -- the hostile corpus ----------------------------------------------------------------------
 
+DIR = "<dir>"
+"""In `Case.expect`: a directory is there."""
+
+
+def link_to(target: str) -> str:
+    """In `Case.expect`: a symlink to `target` is there."""
+    return f"<symlink {target}>"
+
+
+def device(kind: str, major: int, minor: int) -> str:
+    """In `Case.expect`: a device node is there ("char" or "block")."""
+    return f"<{kind} {major}:{minor}>"
+
 
 @dataclass(frozen=True)
 class Case:
-    """Images applied in order into one rootfs; the last layer must fail with `error`."""
+    """Images applied in order into one rootfs. Either the last layer fails with `error`, or
+    everything applies and the rootfs holds `expect` (path -> file content, DIR, link_to(..),
+    device(..), or None for "not there"). Nothing outside the rootfs may change in either."""
 
     name: str
     images: tuple[tuple[Layer, ...], ...]
-    error: str
+    error: str | None = None
     """A regular expression the ExtractionError's message must match."""
+    expect: dict[str, str | None] = field(default_factory=dict)
+    needs_root: bool = False
+    """Only as root (with CAP_MKNOD); without, the case must be refused with a clear message."""
 
 
 def corpus(outside: Path) -> list[Case]:
-    """The hostile cases; `outside` holds `canary` and `etc/passwd` (absolute paths are used)."""
+    """The hostile cases; `outside` holds `canary` and `etc/passwd` (absolute paths are used).
+
+    Every class of hostile entry the extraction policy names (docs/crane-mode.md): names out of
+    the root, symlinks to the host on the way to an entry (absolute, relative, chained, across
+    layers and images), hardlinks out of the root or through symlinks, whiteouts through
+    symlinks or of the root, device nodes, the root replaced, loops, unknown types. Docker
+    contains most of them inside the rootfs rather than refusing: so does buildgen.
+    """
     etc = str(outside / "etc")
     canary = str(outside / "canary")
-    # A name under the real /etc that exists nowhere: a broken extractor could only create it.
-    stray = f"buildgen-hostile-{uuid.uuid4().hex[:12]}"
+    inside = str(outside).lstrip("/")  # where an absolute path to `outside` lands in the rootfs
+    # A name under the real /etc that exists nowhere: a broken extractor could only create it
+    # (the same for every call with this `outside`, so that a test finds the pushed one).
+    stray = f"buildgen-hostile-{hashlib.sha256(str(outside).encode()).hexdigest()[:12]}"
     ok_base = layer(d("usr"), f("usr/ok", "fine"))
+    passwd = "root::0:0::/:/bin/sh\n"
 
-    def one(name: str, error: str, *layers: Layer) -> Case:
-        return Case(name, (tuple(layers),), error)
+    def refused(name: str, error: str, *layers: Layer) -> Case:
+        return Case(name, (tuple(layers),), error=error)
+
+    def contained(name: str, expect: dict[str, str | None], *layers: Layer) -> Case:
+        return Case(name, (tuple(layers),), expect=expect)
 
     return [
-        one("dotdot", r"'\.\.' component", layer(f("../canary", "pwned"))),
-        one("dotdot-nested", r"'\.\.' component", layer(d("a"), f("a/../../canary", "pwned"))),
-        one("dotdot-dir", r"'\.\.' component", layer(d("../evil"))),
-        one("absolute", r"absolute path", layer(f(f"{canary}", "pwned"))),
-        one("absolute-etc", r"absolute path", layer(f(f"/etc/{stray}", "pwned"))),
-        one(
-            "symlink-then-write-same-layer",
-            r"etc is a symlink .* never written through a symlink",
-            layer(sym("etc", etc), f("etc/passwd", "root::0:0::/:/bin/sh\n")),
+        # -- names that leave the root: cleaned into it (containerd, umoci) --
+        contained("dotdot", {"/canary": "pwned"}, layer(f("../canary", "pwned"))),
+        contained(
+            "dotdot-nested", {"/canary": "pwned"}, layer(d("a"), f("a/../../canary", "pwned"))
         ),
-        one(
+        contained("dotdot-dir", {"/evil": DIR}, layer(d("../evil"))),
+        contained("dotdot-deep", {"/x": "x"}, layer(f("../" * 64 + "x", "x"))),
+        contained("absolute", {f"/{inside}/canary": "pwned"}, layer(f(canary, "pwned"))),
+        contained(
+            "absolute-etc",
+            {f"/etc/{stray}": "pwned"},
+            layer(f(f"/etc/{stray}", "pwned")),
+        ),
+        # -- symlinks on the way to an entry: resolved inside the rootfs --
+        contained(
+            "symlink-then-write-same-layer",
+            {"/etc": link_to(etc), f"/{inside}/etc/passwd": passwd},
+            layer(sym("etc", etc), f("etc/passwd", passwd)),
+        ),
+        refused(
+            # In the rootfs, /etc -> /etc is a loop, as it is in a container (containerd
+            # refuses the layer too).
             "symlink-to-real-etc-then-write",
-            r"etc is a symlink",
+            r"too many levels of symbolic links",
             layer(sym("etc", "/etc"), f(f"etc/{stray}", "pwned")),
         ),
-        one(
+        contained(
+            "symlink-to-real-etc-elsewhere-then-write",
+            {"/conf": link_to("/etc"), f"/etc/{stray}": "pwned"},
+            layer(sym("conf", "/etc"), f(f"conf/{stray}", "pwned")),
+        ),
+        contained(
             "symlink-relative-escape",
-            r"up is a symlink",
+            {f"/{inside}/canary": "pwned"},
             layer(sym("up", "../../../../../../.."), f(f"up/{canary.lstrip('/')}", "pwned")),
         ),
-        one(
+        contained(
+            "symlink-chain-escape",
+            {"/x": "pwned"},
+            layer(
+                sym("a", "b/c"),
+                sym("b", "/d"),
+                d("d"),
+                sym("d/c", "../../../.."),
+                f("a/x", "pwned"),
+            ),
+        ),
+        contained(
             "symlink-across-layers",
-            r"etc is a symlink",
+            {f"/{inside}/etc/passwd": passwd},
             layer(sym("etc", etc)),
-            layer(f("etc/passwd", "root::0:0::/:/bin/sh\n")),
+            layer(f("etc/passwd", passwd)),
         ),
         Case(
             "symlink-across-images",
             ((layer(d("usr"), sym("etc", etc)),), (layer(f("etc/passwd", "pwned\n")),)),
-            r"etc is a symlink",
+            expect={f"/{inside}/etc/passwd": "pwned\n"},
         ),
-        one(
-            "symlink-inside-not-followed",
-            r"a is a symlink \(to 'b'\)",
+        contained(
+            "symlink-inside-followed",
+            {"/a": link_to("b"), "/b/file": "x"},
             layer(d("b"), sym("a", "b"), f("a/file", "x")),
         ),
-        one(
+        contained(
+            "symlink-dotdot-to-root",
+            {"/sub/dir": link_to("../../../.."), "/file": "x"},
+            layer(d("sub"), sym("sub/dir", "../../../.."), f("sub/dir/file", "x")),
+        ),
+        contained(
             "symlink-then-dir-through-it",
-            r"etc is a symlink",
+            {f"/{inside}/etc/sub": DIR},
             layer(sym("etc", etc), d("etc/sub")),
         ),
-        one(
+        contained(
+            "symlink-dangling-made-as-directory",
+            {"/link": link_to("/nowhere/dir"), "/nowhere/dir/file": "x"},
+            layer(sym("link", "/nowhere/dir"), f("link/file", "x")),
+        ),
+        refused(
             "symlink-loop",
-            r"a is a symlink \(to 'b'\)",
+            r"too many levels of symbolic links",
             layer(sym("a", "b"), sym("b", "a"), f("a/x", "loop")),
         ),
-        one(
+        refused(
+            "symlink-self-loop",
+            r"too many levels of symbolic links",
+            layer(sym("self", "self"), f("self/x", "loop")),
+        ),
+        refused(
+            "symlink-to-a-file-then-write",
+            r"target is not a directory",
+            layer(f("target", "a file"), sym("link", "target"), f("link/x", "x")),
+        ),
+        refused(
+            "file-as-a-parent",
+            r"usr is not a directory",
+            ok_base,
+            layer(f("usr", "now a file")),
+            layer(f("usr/x", "x")),
+        ),
+        # -- the last component is replaced, never followed --
+        contained(
+            "file-over-symlink-to-outside",
+            {"/out": "mine"},
+            layer(sym("out", canary)),
+            layer(f("out", "mine")),
+        ),
+        contained(
+            "dir-over-symlink-to-outside",
+            {"/etc": DIR, "/etc/passwd": passwd},
+            layer(sym("etc", etc)),
+            layer(d("etc"), f("etc/passwd", passwd)),
+        ),
+        contained(
+            "fifo-and-symlink-over-symlink",
+            {"/p": "<fifo>", "/s": link_to("/etc/shadow")},
+            layer(sym("p", canary), sym("s", canary)),
+            layer(Entry("p", "fifo", mode=0o600), sym("s", "/etc/shadow")),
+        ),
+        # -- whiteouts: resolved in the root, never out of it, never the root itself --
+        contained(
             "whiteout-through-symlink",
-            r"out is a symlink",
+            {"/out": link_to(str(outside)), f"/{inside}": DIR},
             layer(sym("out", str(outside))),
             layer(wh("out/canary")),
         ),
-        one(
+        contained(
             "opaque-through-symlink",
-            r"out is a symlink",
+            {"/out": link_to(str(outside))},
             layer(sym("out", str(outside))),
             layer(opaque("out")),
         ),
-        one(
-            "hardlink-absolute",
-            r"hardlink target .* absolute path",
+        contained(
+            "whiteout-of-a-symlink-to-outside",
+            {"/out": None},
+            layer(sym("out", canary)),
+            layer(wh("out")),
+        ),
+        contained(
+            "opaque-root-through-symlink",
+            {"/usr": None, "/r": None, "/new": "n"},
+            ok_base,
+            layer(sym("r", "/")),
+            layer(opaque("r"), f("new", "n")),
+        ),
+        refused("whiteout-dotdot", r"whiteout of '\.\.'", layer(d("usr"), Entry("usr/.wh..."))),
+        refused("whiteout-dot", r"whiteout of '\.'", layer(d("usr"), Entry("usr/.wh.."))),
+        refused("whiteout-empty", r"whiteout of ''", layer(d("usr"), Entry("usr/.wh."))),
+        # -- hardlinks: resolved in the root, to what is already there --
+        refused(
+            "hardlink-absolute-to-outside",
+            r"hardlink target .* does not exist",
             ok_base,
             layer(hard("usr/passwd", f"{etc}/passwd")),
         ),
-        one(
+        contained(
+            "hardlink-absolute-inside",  # kaniko writes absolute link names
+            {"/usr/ok": "fine", "/usr/ok2": "fine"},
+            ok_base,
+            layer(hard("usr/ok2", "/usr/ok")),
+        ),
+        refused(
             "hardlink-dotdot",
-            r"hardlink target .* '\.\.' component",
+            r"hardlink target '\.\./canary' does not exist",
             ok_base,
             layer(hard("usr/canary", "../canary")),
         ),
-        one(
-            "hardlink-via-symlink",
-            r"out is a symlink",
+        refused(
+            "hardlink-via-symlink-to-outside",
+            r"hardlink target 'out/canary' does not exist",
             layer(sym("out", str(outside)), hard("stolen", "out/canary")),
         ),
-        one(
+        contained(
+            "hardlink-via-symlink-inside",
+            {"/lib": link_to("usr"), "/libc": "fine"},
+            ok_base,
+            layer(sym("lib", "usr"), hard("libc", "lib/ok")),
+        ),
+        contained(
+            "hardlink-to-symlink-to-outside",
+            {"/s": link_to(canary), "/h": link_to(canary)},
+            layer(sym("s", canary), hard("h", "s")),
+        ),
+        refused(
             "hardlink-missing-target",
             r"hardlink target 'usr/nothing' does not exist",
             ok_base,
             layer(hard("usr/link", "usr/nothing")),
         ),
-        one(
+        refused(
             "hardlink-to-directory",
             r"hardlink target 'usr' is a directory",
             ok_base,
             layer(hard("dirlink", "usr")),
         ),
-        one(
+        refused("hardlink-to-root", r"hardlink to the root", layer(hard("rootlink", "./"))),
+        refused(
+            "hardlink-to-itself", r"hardlink to itself", ok_base, layer(hard("usr/ok", "usr/ok"))
+        ),
+        # -- device nodes: made as root (as Docker does), refused without CAP_MKNOD --
+        Case(
             "char-device",
-            r"device nodes are refused",
-            layer(Entry("null", "char", mode=0o666, devmajor=1, devminor=3)),
+            ((layer(d("dev"), Entry("dev/null", "char", mode=0o666, devmajor=1, devminor=3)),),),
+            expect={"/dev/null": device("char", 1, 3)},
+            needs_root=True,
         ),
-        one(
-            "block-device",
-            r"device nodes are refused",
-            layer(Entry("sda", "block", mode=0o660, devmajor=8, devminor=0)),
+        Case(
+            "block-device-through-symlink",
+            ((layer(sym("dev", etc), Entry("dev/sda", "block", mode=0o660, devmajor=8)),),),
+            expect={f"/{inside}/etc/sda": device("block", 8, 0)},
+            needs_root=True,
         ),
-        one(
-            "root-replaced-by-symlink",
-            r"root directory can only be listed as a directory",
-            layer(sym("./", str(outside))),
+        # -- the root itself: an entry naming it is skipped --
+        contained(
+            "root-replaced-by-symlink", {"/a": "a"}, layer(sym("./", str(outside)), f("a", "a"))
         ),
-        one("whiteout-dotdot", r"whiteout of '\.\.'", layer(d("usr"), Entry("usr/.wh..."))),
-        one(
+        contained("root-replaced-by-file", {"/a": "a"}, layer(f("/", "x"), f("a", "a"))),
+        refused(
             "unknown-type",
             r"unsupported tar entry type",
             layer(Entry("weird", typeflag=b"V")),

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import httpx
 import pytest
 from components import Registry
 from hostile import (
+    DIR,
     MTIME,
     OCI_LAYER_GZIP,
     OCI_LAYER_TAR,
@@ -33,11 +35,13 @@ from hostile import (
     Layer,
     corpus,
     d,
+    device,
     digest,
     f,
     gz,
     hard,
     layer,
+    link_to,
     opaque,
     pull_layers,
     push_image,
@@ -446,6 +450,18 @@ def test_opaque_directory_without_readds_and_at_the_root(tmp_path: Path) -> None
     assert set(tree(tmp_path / "rootfs2")) == {"/fresh"}
 
 
+def test_a_char_device_0_0_is_a_whiteout(tmp_path: Path) -> None:
+    # overlayfs's whiteout format in a tar: Docker (overlayfs storage) shows no such node, in
+    # any layer, and hides what the layers below put at that name.
+    [_, stats] = apply(
+        tmp_path,
+        layer(f("gone", "g"), f("keep", "k"), d("dir"), f("dir/x", "x")),
+        layer(Entry("gone", "char", mode=0), Entry("dir", "char", mode=0), Entry("new", "char")),
+    )
+    assert tree(tmp_path / "rootfs") == {"/keep": file_entry("k")}
+    assert stats.whiteouts == 3 and stats.devices == 0
+
+
 def test_whiteout_does_not_remove_what_its_own_layer_adds(tmp_path: Path) -> None:
     # The spec forbids this; if a layer does it anyway, the whiteout only applies below.
     apply(
@@ -665,25 +681,53 @@ def test_device_nodes_can_be_skipped(tmp_path: Path) -> None:
     assert stats.devices_skipped == 2
 
 
-def test_root_entry_and_new_rootfs_mode(tmp_path: Path) -> None:
+def test_root_entry_is_skipped_and_new_rootfs_mode(tmp_path: Path) -> None:
+    # containerd skips an entry that names the root ("file ignored: resolved to root"): "/"
+    # of a container is its runtime's, 0755 root, whatever a layer lists for "./".
     apply(tmp_path, layer(f("a", "a")))
     assert stat.S_IMODE(os.stat(tmp_path / "rootfs").st_mode) == 0o755
-    apply(tmp_path, layer(d("./", 0o750, 0, 10), f("a", "a")), rootfs="rootfs2")
-    st = os.stat(tmp_path / "rootfs2")
-    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o750, 10)
+    for index, root in enumerate((d("./", 0o750, 0, 10), sym("./", "/etc"), f("a/..", "x"))):
+        rootfs = f"rootfs{index}"
+        apply(tmp_path, layer(root, f("a", "a")), rootfs=rootfs)
+        st = os.lstat(tmp_path / rootfs)
+        assert (stat.S_ISDIR(st.st_mode), stat.S_IMODE(st.st_mode), st.st_gid) == (True, 0o755, 0)
+        assert tree(tmp_path / rootfs) == {"/a": file_entry("a")}
+
+
+def test_names_are_cleaned_inside_the_root(tmp_path: Path) -> None:
+    # As containerd and umoci clean them (Go's filepath.Clean of "/" + name): `..` never
+    # goes above the root, and an absolute name is relative to it.
+    apply(
+        tmp_path,
+        layer(
+            d("usr"),
+            f("usr/../../escape", "1"),
+            f("/abs/file", "2"),
+            f("../../up", "3"),
+            f("./a//b/./c", "4"),
+        ),
+    )
+    assert tree(tmp_path / "rootfs") == {
+        "/usr": dir_entry(),
+        "/escape": file_entry("1"),
+        "/abs": dir_entry(),
+        "/abs/file": file_entry("2"),
+        "/up": file_entry("3"),
+        "/a": dir_entry(),
+        "/a/b": dir_entry(),
+        "/a/b/c": file_entry("4"),
+    }
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "up").exists()
 
 
 def test_refusals_name_layer_and_entry(tmp_path: Path) -> None:
-    evil = layer(d("usr"), f("usr/../../escape", "x"))
+    evil = layer(f("usr", "a file"), f("usr/lib/x", "x"))
     with pytest.raises(ExtractionError) as info:
         apply(tmp_path, evil)
     error = info.value
     assert isinstance(error, ExternalToolError) and error.exit_code == 3
-    assert error.layer == evil.digest and error.entry == "usr/../../escape"
-    assert str(error) == (
-        f"layer {evil.digest}, entry 'usr/../../escape': the name has a '..' component"
-    )
-    assert not (tmp_path / "escape").exists()
+    assert error.layer == evil.digest and error.entry == "usr/lib/x"
+    assert str(error) == f"layer {evil.digest}, entry 'usr/lib/x': usr is not a directory"
 
 
 def test_depth_limit(tmp_path: Path) -> None:
@@ -694,9 +738,10 @@ def test_depth_limit(tmp_path: Path) -> None:
     assert tree(tmp_path / "ok")["/" + deep] == file_entry("x")
 
 
-def test_whiteout_prefix_in_a_directory_name_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ExtractionError, match="whiteout prefix"):
-        apply(tmp_path, layer(f(".wh.x/y", "y")))
+def test_whiteout_prefix_in_a_directory_name_is_a_plain_name(tmp_path: Path) -> None:
+    # Only the last component of a name can be a whiteout; containerd creates the rest.
+    apply(tmp_path, layer(f(".wh.x/y", "y")))
+    assert tree(tmp_path / "rootfs") == {"/.wh.x": dir_entry(), "/.wh.x/y": file_entry("y")}
 
 
 # -- hostile images through a real registry --------------------------------------------------
@@ -734,6 +779,7 @@ def hostile_world(
     world = tmp_path_factory.mktemp("hostile")
     outside_world(world)
     (world / "rootfs").mkdir()
+    (world / "rootfs" / "canary").write_text("beside every rootfs\n")
     cache = BlobCache(world / "cache")
 
     def prepare(case: Case) -> list[Pulled]:
@@ -749,8 +795,31 @@ def hostile_world(
         return world, dict(zip(CASES, pool.map(prepare, cases), strict=True))
 
 
+def fingerprint(path: Path) -> tuple[Any, ...]:
+    st = os.lstat(path)
+    return path.read_bytes(), st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns
+
+
+def found_at(rootfs: Path, path: str) -> str | None:
+    """What is at `path` in `rootfs`, in the terms of `Case.expect` (symlinks not followed)."""
+    try:
+        st = os.lstat(f"{rootfs}{path}")
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return DIR
+    if stat.S_ISLNK(st.st_mode):
+        return link_to(os.readlink(f"{rootfs}{path}"))
+    if stat.S_ISFIFO(st.st_mode):
+        return "<fifo>"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        kind = "char" if stat.S_ISCHR(st.st_mode) else "block"
+        return device(kind, os.major(st.st_rdev), os.minor(st.st_rdev))
+    return Path(f"{rootfs}{path}").read_text()
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_hostile_image_is_refused_and_nothing_outside_changes(
+def test_hostile_image_is_refused_or_contained_and_nothing_outside_changes(
     name: str, hostile_world: tuple[Path, dict[str, list[Pulled]]]
 ) -> None:
     world, pulled = hostile_world
@@ -758,19 +827,34 @@ def test_hostile_image_is_refused_and_nothing_outside_changes(
     images = pulled[name]
     rootfs = world / "rootfs" / name
     rootfs.mkdir()
-    before, etc_before = snapshot(world, world / "rootfs"), strays()
-
-    with pytest.raises(ExtractionError) as info:
-        for layers in images:  # images applied into one rootfs, as crane mode fuses them
-            apply_image(rootfs, layers)
-
-    assert re.search(case.error, str(info.value)), str(info.value)
-    assert info.value.layer == blob_digest(images[-1][-1][0])
-    assert info.value.entry is not None
-    assert snapshot(world, world / "rootfs") == before
-    assert (world / "canary").read_text() == "canary\n"
-    assert (world / "etc/passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
-    assert strays() == etc_before == set()
+    # Canaries: beside the rootfs, beside its parent, and in the temp dir.
+    temp_canary = Path(tempfile.gettempdir(), f"buildgen-canary-{uuid.uuid4().hex[:8]}")
+    temp_canary.write_text("canary\n")
+    everyone = [world / "rootfs" / c for c in CASES]
+    try:
+        before, etc_before = snapshot(world, *everyone), strays()
+        temp_before = fingerprint(temp_canary)
+        error = case.error
+        if case.needs_root and os.geteuid() != 0:
+            error = r"device .* only a process with CAP_MKNOD"
+        if error is not None:
+            with pytest.raises(ExtractionError) as info:
+                for layers in images:  # images applied into one rootfs, as crane mode fuses
+                    apply_image(rootfs, layers)
+            assert re.search(error, str(info.value)), str(info.value)
+            assert info.value.layer == blob_digest(images[-1][-1][0])
+            assert info.value.entry is not None
+        else:
+            for layers in images:
+                apply_image(rootfs, layers)
+            assert {path: found_at(rootfs, path) for path in case.expect} == case.expect
+        assert snapshot(world, *everyone) == before
+        assert fingerprint(temp_canary) == temp_before
+        assert (world / "canary").read_text() == "canary\n"
+        assert (world / "etc/passwd").read_text() == "root:x:0:0:root:/root:/bin/sh\n"
+        assert strays() == etc_before == set()
+    finally:
+        temp_canary.unlink()
 
 
 def test_corrupted_cached_blob_is_refused(

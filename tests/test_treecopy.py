@@ -8,6 +8,7 @@ directories, hardlinks (also of a symlink), symlinks, FIFOs, xattrs and exact mt
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,15 +99,50 @@ def test_symlinks_are_copied_never_followed(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "copy").rglob("*")) == ["abs", "d", "to-outside"]
 
 
-def test_refuses_an_existing_destination_and_device_nodes(tmp_path: Path) -> None:
+def test_refuses_an_existing_destination_and_sockets(tmp_path: Path) -> None:
     source = tmp_path / "source"
     source.mkdir()
     (tmp_path / "exists").mkdir()
     with pytest.raises(CopyError, match="cannot make"):
         copy_tree(source, tmp_path / "exists")
-    os.mknod(source / "null", 0o600 | 0o020000, os.makedev(1, 3))
-    with pytest.raises(CopyError, match="device node"):
-        copy_tree(source, tmp_path / "copy")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(source / "sock"))
+        with pytest.raises(CopyError, match="socket"):
+            copy_tree(source, tmp_path / "copy")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="device nodes are made as root only")
+def test_device_nodes_are_copied_never_opened(tmp_path: Path) -> None:
+    apply(
+        tmp_path,
+        layer(
+            d("dev"),
+            Entry("dev/null", "char", mode=0o666, devmajor=1, devminor=3),
+            Entry("dev/loop9", "block", mode=0o640, uid=0, gid=6, devmajor=7, devminor=9),
+            hard("dev/null2", "dev/null", 0o666),
+        ),
+    )
+    copy_tree(tmp_path / "rootfs", tmp_path / "copy")
+    assert tree(tmp_path / "copy") == tree(tmp_path / "rootfs")
+    assert tree(tmp_path / "copy")["/dev/loop9"].content == "7:9"
+    assert hardlinks(tmp_path / "copy") == {frozenset({"/dev/null", "/dev/null2"})}
+
+
+def test_paths_longer_than_path_max(tmp_path: Path) -> None:
+    # 4.5 KB deep: no single system call could take the whole path.
+    deep = "/".join(["d" * 40 + str(i) for i in range(110)])
+    assert len(deep) > 4500
+    apply(
+        tmp_path,
+        layer(
+            f(f"{deep}/file", "x", 0o600),
+            hard(f"{deep}/link", f"{deep}/file", 0o600),
+            d(f"{deep}/ro", 0o500),
+        ),
+    )
+    copy_tree(tmp_path / "rootfs", tmp_path / "copy")
+    assert tree(tmp_path / "copy") == tree(tmp_path / "rootfs")
+    assert hardlinks(tmp_path / "copy") == {frozenset({f"/{deep}/file", f"/{deep}/link"})}
 
 
 def test_nothing_is_readable_by_others_while_copied(

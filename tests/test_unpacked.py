@@ -60,12 +60,11 @@ def seal_name(tree_path: Path) -> str:
 
 
 def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
-    layers = blobs(tmp_path, layer(f("ok", "1")), layer(f("../escape", "x")))
+    layers = blobs(tmp_path, layer(f("ok", "1")), layer(f("ok/under-a-file", "x")))
     cache = UnpackedCache(tmp_path / "unpacked", limit=10**9)
-    with pytest.raises(ExtractionError, match=r"'\.\.'"):
+    with pytest.raises(ExtractionError, match="ok is not a directory"):
         cache.build(ids(layers), layers)
     assert list((tmp_path / "unpacked").iterdir()) == []
-    assert not (tmp_path / "escape").exists()
 
 
 def test_an_unsealed_tree_is_not_used_and_is_replaced(tmp_path: Path) -> None:

@@ -1,0 +1,147 @@
+"""Paths inside a root directory, resolved as a container runtime resolves them, from an fd.
+
+    parts = clean("../usr/./lib/")           # ("usr", "lib"): never above the root
+    found = resolve(root_fd, parts)          # (real path, fd of that directory) or None
+
+A layer that writes `lib/x.so` over an earlier layer's `lib -> usr/lib` puts it in
+`usr/lib/x.so`: containerd, moby (in its chroot) and umoci (securejoin) resolve a symlink met
+on the way to an entry inside the rootfs, an absolute target or `..` clamped at the root, and
+so does `resolve`. It walks one component at a time with openat(O_NOFOLLOW | O_DIRECTORY)
+from an fd of the root and reads each symlink it meets itself, so no step can leave the root,
+whatever the tree holds or another process swaps in meanwhile (a swapped-in symlink is read
+and resolved in the root too). This is what openat2(RESOLVE_IN_ROOT) does in the kernel; Python
+has no binding for it, and one path walked here is a few system calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Symlinks one lookup may follow: continuity's RootPath (containerd) stops at 255 as well.
+MAX_LINKS = 255
+
+Parts = tuple[str, ...]
+
+
+class PathRefused(Exception):
+    """A path cannot be resolved in the root (a loop, a non-directory on the way, too deep)."""
+
+
+def clean(name: str) -> Parts:
+    """The components of `name` as Go's filepath.Clean("/" + name) leaves them: empty and `.`
+    components dropped, `..` taking the one before it away and never going above the root
+    (an absolute name is relative to the root)."""
+    parts: list[str] = []
+    for part in name.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    return tuple(parts)
+
+
+def join(parts: Parts) -> str:
+    return "/".join(parts)
+
+
+def open_dir(root_fd: int, parts: Parts) -> int | None:
+    """A new fd of the real directory `parts` under `root_fd`, or None where a component is
+    missing or not a directory. No symlink is followed: for trees this process made itself."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts:
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    os.close(fd)
+                    return None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def resolve(
+    root_fd: int,
+    parts: Parts,
+    *,
+    create: Callable[[Parts], None] | None = None,
+    max_depth: int = 4096,
+) -> tuple[Parts, int] | None:
+    """The directory `parts` names under `root_fd`, symlinks resolved inside the root: its real
+    path and a new fd of it; None where it does not exist or is not a directory.
+
+    With `create`, a missing directory on the way is made (mode 0700, for the caller to set
+    when it is done) and `create(real path)` is told, and a non-directory on the way raises
+    PathRefused, as do a symlink loop and a real path deeper than `max_depth` components.
+    """
+    pending = list(reversed(parts))  # the components still to walk, the next one last
+    real: list[str] = []
+    links = 0
+    fd = os.dup(root_fd)
+    try:
+        while pending:
+            name = pending.pop()
+            if name == "..":  # only symlink targets bring these: never above the root
+                if real:
+                    real.pop()
+                    os.close(fd)
+                    fd = _reopen(root_fd, real)
+                continue
+            try:
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if create is None:
+                    os.close(fd)
+                    return None
+                if len(real) >= max_depth:
+                    raise PathRefused(f"a path deeper than {max_depth} directories") from None
+                os.mkdir(name, 0o700, dir_fd=fd)
+                create((*real, name))
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.lstat(name, dir_fd=fd)
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise PathRefused(
+                            f"too many levels of symbolic links (more than {MAX_LINKS}) in "
+                            f"{join(parts)!r}"
+                        ) from None
+                    target = os.readlink(name, dir_fd=fd)
+                    if target.startswith("/"):
+                        real.clear()
+                        os.close(fd)
+                        fd = os.dup(root_fd)
+                    pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                    continue
+                if create is not None:
+                    raise PathRefused(f"{join((*real, name))} is not a directory") from None
+                os.close(fd)
+                return None
+            os.close(fd)
+            fd = child
+            real.append(name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return tuple(real), fd
+
+
+def _reopen(root_fd: int, real: list[str]) -> int:
+    """The directory `real` again (walked as resolved a moment ago: real directories)."""
+    fd = open_dir(root_fd, tuple(real))
+    if fd is None:
+        raise PathRefused(f"{join(tuple(real))} changed while it was being resolved")
+    return fd
