@@ -220,7 +220,7 @@ def apply_layer(
         raise ExtractionError(label, str(exc)) from None
     stats = LayerStats()
     try:
-        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd = os.open(rootfs, _DIR_FLAGS)  # a rootfs that is a symlink is refused
     except OSError as exc:
         raise ExtractionError(label, f"cannot open the rootfs {rootfs}: {exc.strerror}") from exc
     try:

@@ -82,32 +82,36 @@ def resolve(
 
     With `create`, a missing directory on the way is made (mode 0700, for the caller to set
     when it is done) and `create(real path)` is told, and a non-directory on the way raises
-    PathRefused, as do a symlink loop and a real path deeper than `max_depth` components.
+    PathRefused. A symlink loop and a real path deeper than `max_depth` components raise it
+    always.
     """
     pending = list(reversed(parts))  # the components still to walk, the next one last
     real: list[str] = []
+    # Components past the end of what exists. As in continuity's RootPath (containerd), they
+    # are taken as names: a `..` after one takes it away again (`nowhere/../etc` is `etc`),
+    # and they are made only when the walk is over.
+    absent: list[str] = []
     links = 0
     fd = os.dup(root_fd)
     try:
         while pending:
             name = pending.pop()
             if name == "..":  # only symlink targets bring these: never above the root
-                if real:
+                if absent:
+                    absent.pop()
+                elif real:
                     real.pop()
                     os.close(fd)
                     fd = _reopen(root_fd, real)
                 continue
+            if absent:
+                absent.append(name)
+                continue
             try:
                 child = os.open(name, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
-                if create is None:
-                    os.close(fd)
-                    return None
-                if len(real) >= max_depth:
-                    raise PathRefused(f"a path deeper than {max_depth} directories") from None
-                os.mkdir(name, 0o700, dir_fd=fd)
-                create((*real, name))
-                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                absent.append(name)
+                continue
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                     raise
@@ -133,6 +137,19 @@ def resolve(
             os.close(fd)
             fd = child
             real.append(name)
+        if len(real) + len(absent) > max_depth:
+            raise PathRefused(f"{join(parts)!r} resolves deeper than {max_depth} directories")
+        if absent:
+            if create is None:
+                os.close(fd)
+                return None
+            for name in absent:
+                os.mkdir(name, 0o700, dir_fd=fd)
+                real.append(name)
+                create(tuple(real))
+                child = os.open(name, DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
     except BaseException:
         os.close(fd)
         raise

@@ -444,6 +444,66 @@ def corpus(outside: Path) -> list[Case]:
             "root-replaced-by-symlink", {"/a": "a"}, layer(sym("./", str(outside)), f("a", "a"))
         ),
         contained("root-replaced-by-file", {"/a": "a"}, layer(f("/", "x"), f("a", "a"))),
+        # -- ported from other runtimes' own suites (containerd TestBreakouts, moby go-archive,
+        #    umoci): the same layers, the outcome Docker gives --
+        contained(
+            "hardlink-to-symlink-never-chmods-through-it",  # containerd HardlinkSymlinkChmod
+            {f"/{inside}/etc/passwd": link_to(canary), "/sketchy": link_to(canary)},
+            layer(sym(f"{etc}/passwd", canary), hard("sketchy", f"{etc}/passwd", 0o777)),
+        ),
+        contained(
+            "symlink-override-path",  # containerd SymlinkOverridePath
+            {"/foo": DIR, "/foo/tmp/breakout": "678", "/tmp/breakout": "345"},
+            layer(
+                d("foo"),
+                d("foo/tmp"),
+                f("foo/tmp/breakout", "012"),
+                sym("foo", "/"),
+                f("foo/tmp/breakout", "345"),
+                d("foo"),
+                d("foo/tmp"),
+                f("foo/tmp/breakout", "678"),
+            ),
+        ),
+        contained(
+            "symlink-two-hops",  # moby TestUntarSymlinkBreakout
+            {"/escape": link_to("../victim"), "/victim/newfile": "pwned"},
+            layer(
+                d("inner"),
+                sym("inner/go_up", ".."),
+                sym("inner/go_up/escape", "../victim"),
+                f("inner/go_up/escape/newfile", "pwned"),
+            ),
+        ),
+        contained(
+            "through-absolute-symlink-of-a-lower-layer",  # moby TestUntarThroughAbsoluteSymlink
+            {"/var/run": link_to("/run"), "/run/existing/non-existing/file": "x"},
+            layer(d("var"), sym("var/run", "/run"), d("run"), d("run/existing")),
+            layer(f("var/run/existing/non-existing/file", "x")),
+        ),
+        contained(
+            "hardlink-through-symlinks-up-and-out",  # containerd HardlinkRelativeUpAndOut
+            {"/etc/passwd": "inside", "/localpasswd": "inside"},
+            layer(
+                d("etc"),
+                f("etc/passwd", "inside"),
+                sym("localetc", "upandout/../../../etc"),
+                hard("localpasswd", "/localetc/passwd"),
+            ),
+        ),
+        contained(
+            "whiteout-through-dead-symlink",  # containerd WhiteoutDeadSymlinkParent
+            {"/etc/passwd": "inside", "/dne": DIR},
+            layer(d("etc"), f("etc/passwd", "inside"), sym("localetc", "/dne")),
+            layer(wh("localetc/etc")),
+        ),
+        contained(
+            "whiteout-of-a-symlink-keeps-its-target",  # containerd WhiteoutSymlink
+            {"/etc/passwd": "inside", "/localetc": None},
+            layer(d("etc"), f("etc/passwd", "inside"), sym("localetc", "/etc")),
+            layer(wh("localetc")),
+        ),
+        contained("dotdot-prefixed-name", {"/..gitme": "ok"}, layer(f("..gitme", "ok"))),
         refused(
             "unknown-type",
             r"unsupported tar entry type",
