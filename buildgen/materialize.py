@@ -25,7 +25,7 @@ from typing import Any
 
 from .blobcache import BlobCache, BlobRef, Prefetch
 from .errors import CheckFailed, ExternalToolError, UsageError
-from .extract import ExtractionError, apply_image, apply_layer
+from .extract import apply_image, apply_layer
 from .fsutil import read_xattrs, sha256_file
 from .lock import Pinned
 from .overlay import OverlayUnavailable, overlay_mount, unmount
@@ -347,6 +347,7 @@ def materialize(
         raise UsageError(f"--rootfs {rootfs} is not a directory: give a new directory")
     if rootfs.exists() and any(rootfs.iterdir()):
         raise UsageError(f"--rootfs {rootfs} is not empty: give a new directory")
+    existed = rootfs.exists()
     parts = [benchmark, *others]
     check_space(parts, rootfs)
     pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
@@ -381,11 +382,15 @@ def materialize(
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             fetches.wait()  # every blob the record names is in the cache, verified
-    except (ExtractionError, ExternalToolError):
+    except BaseException:
+        # Nothing half-made stays: the rootfs was new or empty, so all of it goes (rmtree
+        # never follows a symlink on Linux: it walks from fds).
         if unpacked_record and unpacked_record.get("rootfs") == "overlay":
             unmount(rootfs)
-        elif rootfs.exists():
-            log.error("materialize failed; %s holds a partial rootfs: remove it", rootfs)
+        elif rootfs.is_dir() and not rootfs.is_symlink():
+            shutil.rmtree(rootfs, ignore_errors=True)
+            if existed:
+                rootfs.mkdir(exist_ok=True)
         raise
     record: dict[str, Any] = {"platform": None, "images": {}}
     if unpacked_record is not None:

@@ -175,3 +175,25 @@ def test_long_paths_in_every_way_of_making_the_rootfs(
     assert trees["direct"][1] == {frozenset({f"/{deep}/file", f"/{deep}/link"})}
     for way in ways:
         assert trees[way] == trees["direct"], way
+
+
+@pytest.mark.parametrize("flags", [[], ["--unpacked-limit", "0"]])
+def test_a_refused_layer_leaves_nothing_half_made(
+    client: RegistryClient, registry: Registry, tmp_path: Path, flags: list[str]
+) -> None:
+    bad = layer(d("usr"), hard("usr/link", "usr/missing"))
+    env = pushed(client, registry, "refused", benchmark=[*BENCHMARK, bad])
+    rootfs, cache = tmp_path / "rootfs", tmp_path / "cache"
+    result = materialize(env, "--rootfs", str(rootfs), "--cache", str(cache), *flags)
+    assert result.returncode == 3, result.stderr
+    message = [line for line in result.stderr.splitlines() if bad.digest in line]
+    assert message and "entry 'usr/link'" in message[0] and "does not exist" in message[0]
+    assert "Traceback" not in result.stderr
+    assert not rootfs.exists()
+    unpacked = cache / "unpacked"
+    left = [p.name for p in unpacked.iterdir()] if unpacked.exists() else []
+    assert [name for name in left if not name.endswith(".lock")] == []
+    # an empty --rootfs given is left empty, not removed
+    rootfs.mkdir()
+    result = materialize(env, "--rootfs", str(rootfs), "--cache", str(cache), *flags)
+    assert result.returncode == 3 and rootfs.is_dir() and not any(rootfs.iterdir())
