@@ -32,6 +32,7 @@ time goes. The registry and every rootfs, cache and OCI directory are removed at
 generated image is kept.
 
 Run: .venv/bin/python bench/bench_materialize.py [--files 60000] [--megabytes 1000]
+     [--baseline REV]    (also time buildgen as of REV in the same rounds, and print ratios)
 """
 
 from __future__ import annotations
@@ -827,11 +828,13 @@ def settle(*paths: Path) -> None:
     os.sync()
 
 
-def timed(command: list[str]) -> Run:
+def timed(command: list[str], source: Path = REPO) -> Run:
+    """Run `command` (from `source`: a checkout whose buildgen `python -m buildgen` runs)."""
     load = os.getloadavg()[0]
+    env = {**os.environ, "PYTHONPATH": str(source)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=source, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -861,15 +864,25 @@ def materialize_args(lock: Path, rootfs: Path, cache: Path, record: Path) -> lis
     ]
 
 
-def buildgen(lock: Path, rootfs: Path, cache: Path, record: Path, *extra: str) -> Run:
+def buildgen(
+    lock: Path, rootfs: Path, cache: Path, record: Path, *extra: str, source: Path = REPO
+) -> Run:
     command = [sys.executable, "-m", "buildgen", *materialize_args(lock, rootfs, cache, record)]
-    return timed([*command, *extra])
+    return timed([*command, *extra], source)
 
 
 def unmount(rootfs: Path) -> None:
     """(untimed) Remove an --overlay rootfs's mount; its files stay in the cache's tree."""
     subprocess.run([sys.executable, "-m", "buildgen", "materialize", "--unmount", "--rootfs",
                     str(rootfs)], cwd=REPO, check=True, capture_output=True)  # fmt: skip
+
+
+def checkout(revision: str, where: Path) -> Path:
+    """A worktree of this repository at `revision` (a commit to compare with), bytecode built."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(where),
+                    revision], check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(where / "buildgen")], check=True)
+    return where
 
 
 def overlay_works(work: Path) -> str | None:
@@ -1130,6 +1143,12 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=1000, help="uncompressed MB (10^6)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each case")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time buildgen as of this git revision (cold and warm, both ways), in the "
+        "same rounds, and print the ratios",
+    )
+    parser.add_argument(
         "--profile",
         choices=("auto", "always", "never"),
         default="auto",
@@ -1163,6 +1182,13 @@ def main() -> None:
                 Case("buildgen materialize --overlay, warm (cached blobs, unpacked image)"),
             )
             no_overlay = overlay_works(work)
+            base = checkout(args.baseline, work / "baseline") if args.baseline else None
+            base_cases = [
+                Case(f"{args.baseline}: materialize{flag}, {phase}")
+                for flag in ("", " --overlay")
+                if base is not None and not (flag and no_overlay)
+                for phase in ("cold", "warm")
+            ]
             peer, skopeo, umoci = (
                 Case("skopeo copy + umoci raw unpack"),
                 Case("  of which skopeo copy"),
@@ -1207,11 +1233,27 @@ def main() -> None:
                                                  work / "record.json", "--overlay"))  # fmt: skip
                     unmount(rootfs)
 
+                def run_baseline(i: int = i) -> None:
+                    assert base is not None
+                    for index, extra in enumerate(["", "--overlay"][: len(base_cases) // 2]):
+                        cache = work / f"cache-base-{i}-{index}"
+                        for phase in range(2):
+                            rootfs = work / f"buildgen-base-{i}-{index}-{phase}"
+                            settle(rootfs)
+                            flags = [extra] if extra else []
+                            run = buildgen(
+                                lock, rootfs, cache, work / "record.json", *flags, source=base
+                            )
+                            base_cases[2 * index + phase].runs.append(run)
+                            if extra:
+                                unmount(rootfs)
+
                 overlay = [] if no_overlay else [run_cold_overlay, run_warm_overlay]
+                baseline = [run_baseline] if base is not None else []
                 order = (
-                    [run_peer, run_cold, run_warm, *overlay]
+                    [run_peer, run_cold, run_warm, *overlay, *baseline]
                     if i % 2 == 0
-                    else [*overlay, run_cold, run_warm, run_peer]
+                    else [*baseline, *overlay, run_cold, run_warm, run_peer]
                 )
                 for step in order:
                     log(f"run {i + 1}/{args.repeat}: {step.__name__[4:]}...")
@@ -1225,8 +1267,17 @@ def main() -> None:
                 os.sync()
 
             overlay_cases = [] if no_overlay else [cold_ov, warm_ov]
-            report(args, image, [cold, warm, peer, skopeo, umoci, *overlay_cases], verified,
-                   load_start)  # fmt: skip
+            report(args, image, [cold, warm, peer, skopeo, umoci, *overlay_cases, *base_cases],
+                   verified, load_start)  # fmt: skip
+            if base_cases:
+                print(f"\nThis tree against {args.baseline}, measured in the same rounds "
+                      "(median, this tree / baseline):\n")  # fmt: skip
+                mine = [cold, warm, *overlay_cases]
+                for new, old in zip(mine, base_cases, strict=False):
+                    change = new.median / old.median
+                    print(f"- {new.label}: {new.median:.1f} s vs {old.median:.1f} s: "
+                          f"{change:.2f}x ({'within' if change <= 1.10 else 'NOT within'} "
+                          "10% of before)")  # fmt: skip
             if no_overlay:
                 print(f"\n--overlay not measured: cannot mount an overlay here ({no_overlay}).")
             slower = cold.median > peer.median
@@ -1235,6 +1286,9 @@ def main() -> None:
     finally:
         if registry is not None:
             registry.stop()
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(work / "baseline")], capture_output=True)  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nLoad average (1/5/15 min) at the end: {fmt_load(os.getloadavg())}.")
 
