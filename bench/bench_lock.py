@@ -65,11 +65,12 @@ from registries import FaultProxy
 from synth import push_synthetic
 
 import buildgen as buildgen_package
-from buildgen import lock
-from buildgen.catalog import load_catalog
-from buildgen.cli import DEFAULT_LOCK_JOBS
-from buildgen.plan import make_plan
+from buildgen.cli.app import DEFAULT_LOCK_JOBS
+from buildgen.model import lockfile as lockfile_format
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import make_plan
 from buildgen.registry import RegistryClient, RegistryOptions
+from buildgen.release import lock
 
 PLATFORMS = "[linux/amd64, linux/arm64]"
 SELECT = "benchmarks/*"
@@ -268,12 +269,16 @@ def time_route(
 def worker(catalog: Path, prefix: str, lockfile: Path, k: int) -> None:
     """(child) One lock.update with K workers and connections; prints its seconds."""
     plan = make_plan(load_catalog(catalog), registry=prefix, select=[SELECT])
-    current = lock.read(lockfile) if lockfile.exists() else lock.empty(plan)
+    current = (
+        lockfile_format.read(lockfile)
+        if lockfile.exists()
+        else lockfile_format.empty(plan.catalog.digest, plan.registry)
+    )
     with RegistryClient(RegistryOptions(max_connections=k)) as client:
         start = time.perf_counter()
         lock.update(current, plan, client, workers=k)
         seconds = time.perf_counter() - start
-    lock.write(lockfile, current)
+    lockfile_format.write(lockfile, current)
     print(json.dumps({"seconds": seconds}))
 
 

@@ -64,10 +64,10 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from components import Registry, start_registry
 
-from buildgen.blobcache import BlobCache, BlobRef
-from buildgen.extract import apply_image, hardlinks, tree
+from buildgen.crane.blobcache import BlobCache, BlobRef
+from buildgen.crane.extract import apply_image, hardlinks, tree
+from buildgen.crane.tarstream import TarReader
 from buildgen.registry import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient
-from buildgen.tarstream import TarReader
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR = 2  # bump whenever the generated image changes, so old caches are not reused
@@ -887,8 +887,8 @@ def checkout(revision: str, where: Path) -> Path:
 
 def overlay_works(work: Path) -> str | None:
     """None when this process can mount an overlay; else why not."""
-    from buildgen.overlay import OverlayUnavailable, overlay_mount
-    from buildgen.overlay import unmount as overlay_unmount
+    from buildgen.crane.overlay import OverlayUnavailable, overlay_mount
+    from buildgen.crane.overlay import unmount as overlay_unmount
 
     (work / "probe-lower").mkdir()
     try:
@@ -1009,7 +1009,7 @@ class Clock:
 def stage_times(blobs: list[Path]) -> dict[str, Clock]:
     """Single-threaded timings of what extraction does, stage by stage, on the cached layers
     (through buildgen.extract's private reader classes: skipped if they changed)."""
-    from buildgen import extract
+    from buildgen.crane import extract
 
     out: dict[str, Clock] = {}
     with Clock() as clock:

@@ -26,11 +26,11 @@ from components import start_registry
 from gencatalog import generate_catalog
 from synth import push_synthetic
 
-from buildgen.catalog import load_catalog
-from buildgen.plan import Plan, make_plan
+from buildgen.build.results import Results
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import Plan, make_plan
+from buildgen.model.tagpolicy import plan_tags
 from buildgen.registry import RegistryClient
-from buildgen.results import Results
-from buildgen.tagpolicy import plan_tags
 
 PLATFORMS = "[linux/amd64, linux/arm64]"
 REQUEST = re.compile(r'"(?:GET|HEAD|PUT|POST|PATCH|DELETE) /v2/')  # the registry's access log

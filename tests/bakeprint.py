@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from buildgen.naming import bake_target, parse_key
-from buildgen.plan import Plan
+from buildgen.model.naming import bake_target, parse_key
+from buildgen.model.plan import Plan
 
 
 def bake_print(path: Path, cwd: Path) -> dict[str, Any]:

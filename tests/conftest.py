@@ -141,7 +141,7 @@ def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) ->
     return BASE_IMAGE
 
 
-REPO_CATALOG_FILES = ("catalog.yaml", "tasks", "containers", "buildgen", "templates",
+REPO_CATALOG_FILES = ("catalog.yaml", "tasks", "containers", "buildgen",
                       "pyproject.toml", ".dockerignore")  # fmt: skip
 
 

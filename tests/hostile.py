@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from buildgen.blobcache import BlobCache, BlobRef
+from buildgen.crane.blobcache import BlobCache, BlobRef
 from buildgen.registry import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient
 
 MTIME = 1_700_000_000

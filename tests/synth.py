@@ -7,9 +7,9 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from buildgen.plan import Plan, PlannedImage
+from buildgen.build.results import ImageResult, PlatformResult, Pushed, Results
+from buildgen.model.plan import Plan, PlannedImage
 from buildgen.registry import OCI_MANIFEST, RegistryClient
-from buildgen.results import ImageResult, PlatformResult, Pushed, Results
 
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"

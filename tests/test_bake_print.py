@@ -13,10 +13,10 @@ from gencatalog import generate_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildgen.bake import BakeOptions, prepare
-from buildgen.catalog import Agent, Catalog, CatalogModel, load_catalog
-from buildgen.plan import make_plan
-from buildgen.render import PushMode
+from buildgen.build.bake import BakeOptions, prepare
+from buildgen.build.render import PushMode
+from buildgen.model.catalog import Agent, Catalog, CatalogModel, load_catalog
+from buildgen.model.plan import make_plan
 
 pytestmark = pytest.mark.buildx
 

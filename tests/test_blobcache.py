@@ -1,4 +1,4 @@
-"""buildgen.blobcache: the content-addressed blob cache, against the real registry fixture."""
+"""buildgen.crane.blobcache: the content-addressed blob cache, against the real registry fixture."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from components import Registry, free_port
 from hostile import digest
 
-from buildgen.blobcache import BlobCache, BlobCacheError, BlobRef
+from buildgen.crane.blobcache import BlobCache, BlobCacheError, BlobRef
 from buildgen.registry import RegistryClient, RegistryOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,7 +226,7 @@ def test_bad_input_is_refused(client: RegistryClient, tmp_path: Path) -> None:
 CONCURRENT = """
 import sys
 from pathlib import Path
-from buildgen.blobcache import BlobCache, BlobRef
+from buildgen.crane.blobcache import BlobCache, BlobRef
 from buildgen.registry import RegistryClient, RegistryOptions
 root, repository, *refs = sys.argv[1:]
 items = [BlobRef(repository, d, int(s)) for d, s in (r.split("=") for r in refs)]

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from conftest import REPO
 
-from buildgen import catalog, catalog_models
+from buildgen.model import catalog, catalog_models
 
 BASE: dict[str, Any] = {
     "version": 1,
@@ -130,8 +130,8 @@ def test_whatever_the_fast_path_accepts_pydantic_accepts_as_the_same() -> None:
 def test_a_valid_catalog_is_read_without_pydantic() -> None:
     probe = (
         "import sys\n"
-        "from buildgen.catalog import load_catalog\n"
-        "from buildgen.plan import make_plan\n"
+        "from buildgen.model.catalog import load_catalog\n"
+        "from buildgen.model.plan import make_plan\n"
         f"make_plan(load_catalog({str(REPO / 'catalog.yaml')!r}))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))\n"
     )

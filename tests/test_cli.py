@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from buildgen.cli import main
+from buildgen.cli.app import main
 
 
 def buildgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -109,7 +109,7 @@ def test_bad_input_is_exit_2(args: list[str], message: str) -> None:
     ("text", "size"), [("0", 0), ("500M", 500 * 10**6), ("20G", 20 * 10**9), ("3gb", 3 * 10**9)]
 )
 def test_byte_sizes(text: str, size: int) -> None:
-    from buildgen.cli import _byte_size
+    from buildgen.cli.app import _byte_size
 
     assert _byte_size(text) == size
 

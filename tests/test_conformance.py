@@ -15,7 +15,7 @@ import pytest
 from components import Registry
 from conftest import REPO
 
-from buildgen.extract import TreeEntry, hardlinks, tree
+from buildgen.crane.extract import TreeEntry, hardlinks, tree
 
 pytestmark = pytest.mark.docker
 
@@ -153,7 +153,7 @@ def overlay_problem() -> str | None:
     """None when this process can mount an overlay; else why not (CI must be able to)."""
     import tempfile
 
-    from buildgen.overlay import OverlayUnavailable, overlay_mount, unmount
+    from buildgen.crane.overlay import OverlayUnavailable, overlay_mount, unmount
 
     with tempfile.TemporaryDirectory() as scratch:
         lower = Path(scratch, "lower")

@@ -23,8 +23,8 @@ from conftest import REPO, copy_repo_catalog, missing
 from test_conformance import exported, image_tree
 from test_mirror import Mirrored, start_mirrored
 
-from buildgen.extract import TreeEntry, tree
-from buildgen.naming import bake_target_of_key
+from buildgen.crane.extract import TreeEntry, tree
+from buildgen.model.naming import bake_target_of_key
 
 pytestmark = pytest.mark.docker
 

@@ -117,6 +117,6 @@ def test_per_task_combination(pushed: str, tmp_path: Path) -> None:
 
 def test_crane_runner_carries_buildgen(pushed: str, tmp_path: Path) -> None:
     rootfs = unpack(f"{pushed}/core/crane-runner:0.1.0", "amd64", tmp_path)
-    assert (rootfs / "opt/buildgen/buildgen/cli.py").is_file()
+    assert (rootfs / "opt/buildgen/buildgen/cli/__init__.py").is_file()
     assert (rootfs / "bin/busybox").is_file()  # the locally made base image
     assert not (rootfs / "opt/buildgen/.git").exists()  # .dockerignore keeps the context small

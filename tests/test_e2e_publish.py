@@ -16,11 +16,11 @@ from conftest import REPO
 from oci import inspect_raw
 from registries import start_registry
 
-from buildgen.catalog import load_catalog
-from buildgen.plan import make_plan
-from buildgen.publish import PublishOptions, SourceInfo, publish
+from buildgen.build.results import load_results
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import make_plan
 from buildgen.registry import RegistryClient
-from buildgen.results import load_results
+from buildgen.release.publish import PublishOptions, SourceInfo, publish
 
 pytestmark = pytest.mark.docker
 

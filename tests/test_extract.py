@@ -1,4 +1,4 @@
-"""buildgen.extract: applying OCI layers to a rootfs.
+"""buildgen.crane.extract: applying OCI layers to a rootfs.
 
 Unit tests build tar layers in Python (tests/hostile.py). The integration tests push images to
 the real registry of the `registry` fixture and pull them back through BlobCache: the hostile
@@ -51,9 +51,8 @@ from hostile import (
     write_blob,
 )
 
-from buildgen.blobcache import BlobCache
-from buildgen.errors import ExternalToolError
-from buildgen.extract import (
+from buildgen.crane.blobcache import BlobCache
+from buildgen.crane.extract import (
     ExtractionError,
     ExtractPolicy,
     LayerStats,
@@ -65,6 +64,7 @@ from buildgen.extract import (
     layer_compression,
     tree,
 )
+from buildgen.errors import ExternalToolError
 from buildgen.registry import OCI_MANIFEST, RegistryClient, RegistryError, RegistryOptions
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, copy_repo_catalog
 
-from buildgen.catalog import load_catalog
-from buildgen.inputs import DockerIgnore
-from buildgen.plan import make_plan
+from buildgen.model.catalog import load_catalog
+from buildgen.model.inputs import DockerIgnore
+from buildgen.model.plan import make_plan
 
 
 @pytest.mark.parametrize(

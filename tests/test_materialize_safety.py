@@ -19,7 +19,7 @@ from hostile import Layer, d, f, hard, layer, push_image, sym
 from test_extract import snapshot
 from test_overlay import require_overlay
 
-from buildgen.extract import hardlinks, tree
+from buildgen.crane.extract import hardlinks, tree
 from buildgen.registry import RegistryClient
 
 pytestmark = pytest.mark.registry

@@ -25,7 +25,7 @@ from conftest import REPO, missing
 from hostile import d, f, layer, push_image, sym
 from registries import RunningRegistry, start_registry
 
-from buildgen.extract import tree
+from buildgen.crane.extract import tree
 from buildgen.registry import RegistryClient
 
 pytestmark = pytest.mark.registry

@@ -1,4 +1,4 @@
-"""buildgen.overlay and materialize's choice between an overlay mount and a copy."""
+"""buildgen.crane.overlay and materialize's choice between an overlay mount and a copy."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ import pytest
 from hostile import d, f, layer, write_blob
 from test_extract import apply
 
-from buildgen import materialize
-from buildgen.extract import hardlinks, tree
-from buildgen.overlay import OverlayError, OverlayUnavailable, overlay_mount, unmount, upper_of
-from buildgen.unpacked import UnpackedCache
+from buildgen.crane import materialize
+from buildgen.crane.extract import hardlinks, tree
+from buildgen.crane.overlay import (
+    OverlayError,
+    OverlayUnavailable,
+    overlay_mount,
+    unmount,
+    upper_of,
+)
+from buildgen.crane.unpacked import UnpackedCache
 
 
 def image(tmp_path: Path) -> Path:

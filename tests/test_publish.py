@@ -15,8 +15,8 @@ from conftest import REPO
 from registries import RunningRegistry, start_registry, write_credential_helper, write_docker_config
 from synth import push_synthetic
 
-from buildgen.catalog import load_catalog
-from buildgen.plan import make_plan
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import make_plan
 from buildgen.registry import RegistryClient, RegistryOptions
 
 pytestmark = pytest.mark.registry

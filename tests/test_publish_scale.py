@@ -9,11 +9,11 @@ from components import Registry
 from gencatalog import generate_catalog
 from synth import push_synthetic
 
-from buildgen.catalog import load_catalog
-from buildgen.plan import Plan, make_plan
-from buildgen.publish import Outcome, PublishOptions, SourceInfo, exit_code, publish
+from buildgen.build.results import ImageResult, Results
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import Plan, make_plan
 from buildgen.registry import RegistryClient, RegistryOptions
-from buildgen.results import ImageResult, Results
+from buildgen.release.publish import Outcome, PublishOptions, SourceInfo, exit_code, publish
 
 pytestmark = pytest.mark.registry
 SOURCE = SourceInfo(

@@ -12,11 +12,11 @@ from gencatalog import generate_catalog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buildgen.bake import BakeOptions, prepare
-from buildgen.catalog import load_catalog
-from buildgen.naming import BAKE_TARGET_RE, Axis, bake_target
-from buildgen.plan import make_plan
-from buildgen.render import PushMode, hcl_string, shard, staging_tag
+from buildgen.build.bake import BakeOptions, prepare
+from buildgen.build.render import PushMode, hcl_string, shard, staging_tag
+from buildgen.model.catalog import load_catalog
+from buildgen.model.naming import BAKE_TARGET_RE, Axis, bake_target
+from buildgen.model.plan import make_plan
 
 GOLDEN = Path(__file__).parent / "golden" / "repo-catalog.docker-bake.hcl"
 

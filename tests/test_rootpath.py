@@ -1,4 +1,4 @@
-"""buildgen.rootpath: names cleaned and directories resolved inside a root, never out of it."""
+"""buildgen.crane.rootpath: names cleaned and directories resolved inside a root, never out of it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildgen.rootpath import MAX_LINKS, PathRefused, clean, resolve
+from buildgen.crane.rootpath import MAX_LINKS, PathRefused, clean, resolve
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,11 @@ from conftest import REPO, copy_repo_catalog
 from gencatalog import generate_catalog
 from synth import push_synthetic
 
-from buildgen.catalog import load_catalog
-from buildgen.matrix import matrix
-from buildgen.plan import make_plan
+from buildgen.build.matrix import matrix
+from buildgen.build.render import select_shard
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import make_plan
 from buildgen.registry import RegistryClient
-from buildgen.render import select_shard
 
 
 def buildgen(

@@ -6,7 +6,7 @@ import json
 
 from conftest import REPO
 
-from buildgen.catalog import catalog_schema
+from buildgen.model.catalog import catalog_schema
 
 SCHEMA = REPO / "schema" / "catalog.schema.json"
 

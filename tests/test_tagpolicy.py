@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from buildgen.tagpolicy import inputs_tag, plan_tags
+from buildgen.model.tagpolicy import inputs_tag, plan_tags
 
 H = "sha256:" + "ab" * 32
 TAG = inputs_tag(H)

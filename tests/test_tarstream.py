@@ -1,4 +1,4 @@
-"""buildgen.tarstream: the lean tar reader, checked against Python's tarfile on what tarfile
+"""buildgen.crane.tarstream: the lean tar reader, checked against Python's tarfile on what tarfile
 writes (ustar, GNU and pax formats), fed in chunks of every awkward size, and on broken input."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from buildgen.tarstream import BLOCK, DIRECTORY, REGULAR, Entry, TarError, TarReader
+from buildgen.crane.tarstream import BLOCK, DIRECTORY, REGULAR, Entry, TarError, TarReader
 
 LONG = "d" * 120 + "/" + "n" * 150  # past ustar's 100 bytes of name and 155 of prefix
 UNDECODABLE = b"caf\xe9-latin1".decode("utf-8", "surrogateescape")

@@ -1,4 +1,4 @@
-"""buildgen.treecopy: a copy of an unpacked rootfs is the same tree, and never follows a link.
+"""buildgen.crane.treecopy: a copy of an unpacked rootfs is the same tree, and never follows a link.
 
 The source trees are made by the extraction (tests/hostile.py layers through apply_image), so
 they hold what real images hold: special mode bits, owners, root-only files, read-only
@@ -15,9 +15,9 @@ import pytest
 from hostile import Entry, d, f, hard, layer, sym
 from test_extract import apply, snapshot, user_xattrs_supported
 
-from buildgen import treecopy
-from buildgen.extract import hardlinks, tree
-from buildgen.treecopy import CopyError, copy_tree
+from buildgen.crane import treecopy
+from buildgen.crane.extract import hardlinks, tree
+from buildgen.crane.treecopy import CopyError, copy_tree
 
 
 def rich_tree(tmp_path: Path) -> Path:

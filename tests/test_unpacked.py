@@ -1,4 +1,4 @@
-"""buildgen.unpacked: unpacked images kept by chain ID for warm materialize runs."""
+"""buildgen.crane.unpacked: unpacked images kept by chain ID for warm materialize runs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hostile import Layer, d, f, layer, sym, write_blob
 
-from buildgen.extract import ExtractionError, apply_image, hardlinks, tree
-from buildgen.unpacked import UnpackedCache, chain_id, chain_id_of
+from buildgen.crane.extract import ExtractionError, apply_image, hardlinks, tree
+from buildgen.crane.unpacked import UnpackedCache, chain_id, chain_id_of
 
 
 def blobs(tmp_path: Path, *layers: Layer) -> list[tuple[Path, str, str | None]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_catalog
 
-from buildgen.cli import main
+from buildgen.cli.app import main
 
 HEADER = """
 version: 1
@@ -163,6 +163,6 @@ def test_yaml_merge_keys_may_be_overridden(
     )
     path = write_catalog(tmp_path, text, *DIRS)
     assert run(path, capsys) == (0, [])
-    from buildgen.catalog import load_catalog
+    from buildgen.model.catalog import load_catalog
 
     assert load_catalog(path).model.agents["a2"].version == "2.0.0"

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from buildgen.catalog import load_catalog
-from buildgen.cli import _parser
+from buildgen.cli.app import _parser
 from buildgen.errors import UsageError
-from buildgen.plan import make_plan
+from buildgen.model.catalog import load_catalog
+from buildgen.model.plan import make_plan
 
 WORKFLOWS = REPO / ".github" / "workflows"
 LOCK_CHECK = WORKFLOWS / "lock-check.yml"

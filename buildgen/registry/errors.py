@@ -11,8 +11,6 @@ import re
 import threading
 from collections.abc import Iterable
 
-from buildgen.errors import ExternalToolError
-
 _MASK = "***"
 
 # Each pattern keeps its first group (the label) and masks what follows it.
@@ -66,14 +64,16 @@ class Redactor:
         return redact(text, secrets)
 
 
-class RegistryError(ExternalToolError):
-    """A registry request failed (exit code 3).
+class RegistryError(Exception):
+    """A registry request failed (exit code 3, as every external failure: `exit_code`).
 
     `status` is the HTTP status (None for a connection failure or a bad reply), `code` the first
     error code of the registry's error body (e.g. "MANIFEST_BLOB_UNKNOWN"), `codes` all of them.
     `retryable` says the failure was transient (the retry policy gave up on it) rather than fatal.
     The message is always redacted.
     """
+
+    exit_code = 3
 
     def __init__(
         self,

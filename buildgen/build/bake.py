@@ -18,9 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExternalToolError, UsageError
-from .plan import Plan, PlannedImage
-from .render import (
+from buildgen.build.render import (
     DEFAULT_SHARD_SIZE,
     BakeFile,
     PushMode,
@@ -28,10 +26,12 @@ from .render import (
     select_shard,
     shard,
 )
+from buildgen.errors import ExternalToolError, UsageError
+from buildgen.model.plan import Plan, PlannedImage
 
 if TYPE_CHECKING:
-    from .registry import RegistryClient
-    from .results import Results
+    from buildgen.build.results import Results
+    from buildgen.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         raise ValueError("a registry client is needed to record what was pushed")
     if bake_run.files:
         _require_docker(options)
-    from .results import ImageResult, collect, load_existing, results_path
+    from buildgen.build.results import ImageResult, collect, load_existing, results_path
 
     plan = bake_run.plan
     path = results_path(options.out.resolve(), options.platform)
@@ -438,7 +438,7 @@ def _report(failures: Sequence[Failure]) -> None:
 
 def failed_keys(out: Path, platform: str | None) -> list[str]:
     """The images the last push in this build folder failed to build (for --retry-failed)."""
-    from .results import load_results, results_path
+    from buildgen.build.results import load_results, results_path
 
     path = results_path(out.resolve(), platform)
     if not path.exists():

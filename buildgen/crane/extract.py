@@ -61,11 +61,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple, Protocol, cast
 
-from .errors import ExternalToolError
-from .fsutil import Xattrs, write_xattrs
-from .rootpath import DIR_FLAGS as _DIR_FLAGS
-from .rootpath import Parts, PathRefused, clean, join, open_dir, resolve
-from .tarstream import (
+from buildgen.crane.rootpath import DIR_FLAGS as _DIR_FLAGS
+from buildgen.crane.rootpath import Parts, PathRefused, clean, join, open_dir, resolve
+from buildgen.crane.tarstream import (
     BLOCK_DEVICE,
     CHAR,
     DIRECTORY,
@@ -77,6 +75,8 @@ from .tarstream import (
     TarError,
     TarReader,
 )
+from buildgen.errors import ExternalToolError
+from buildgen.fsutil import Xattrs, write_xattrs
 
 log = logging.getLogger(__name__)
 

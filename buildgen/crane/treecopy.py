@@ -31,9 +31,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ExternalToolError
-from .fsutil import Xattrs, read_xattrs, write_xattrs
-from .rootpath import open_dir
+from buildgen.crane.rootpath import open_dir
+from buildgen.errors import ExternalToolError
+from buildgen.fsutil import Xattrs, read_xattrs, write_xattrs
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -15,35 +15,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import inputs, naming
-from .catalog import TASK_PLACEHOLDER, Agent, Benchmark, Catalog, Gateway, ImageSpec, ProvidedPath
-from .errors import UsageError
-from .naming import Axis
+from buildgen.errors import UsageError
+from buildgen.model import inputs, naming
+from buildgen.model.catalog import (
+    TASK_PLACEHOLDER,
+    Agent,
+    Benchmark,
+    Catalog,
+    Gateway,
+    ImageSpec,
+    ProvidedPath,
+)
+from buildgen.model.fusion import DEFAULT_MODES, Provided
+from buildgen.model.naming import Axis
 
 log = logging.getLogger(__name__)
 
 TITLE_LABEL = "org.opencontainers.image.title"
 VERSION_LABEL = "org.opencontainers.image.version"
 DESCRIPTION_LABEL = "org.opencontainers.image.description"
-
-
-@dataclass(frozen=True)
-class Provided:
-    """A directory an axis image contributes to a fused rootfs (the fusion rule, resolved)."""
-
-    path: str
-    mode: int
-    uid: int
-    gid: int
-
-    def to_json(self) -> dict[str, Any]:
-        """As the plan records it."""
-        return {"path": self.path, "mode": f"{self.mode:04o}", "uid": self.uid, "gid": self.gid}
-
-
-# Who may read a provided directory unless the catalog says otherwise: agents are public,
-# gateways hold keys and are root-only.
-DEFAULT_MODES = {Axis.AGENT: 0o755, Axis.GATEWAY: 0o700}
 
 
 @dataclass(frozen=True)
@@ -341,9 +331,9 @@ def _combination(
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
         sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
-    from .render import render_combination_dockerfile  # jinja2: only combinations need it
+    from buildgen.model.combination import combination_dockerfile  # jinja2: combinations only
 
-    dockerfile = render_combination_dockerfile(key, sources)
+    dockerfile = combination_dockerfile(key, sources)
     labels = _labels(catalog, key, version, None)
     digest = inputs.inputs_hash(
         context=None,

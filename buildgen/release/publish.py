@@ -24,12 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
-from .lock import INPUTS_ANNOTATION, LAYERS_SIZE_ANNOTATION
-from .plan import Plan, PlannedImage
-from .registry import OCI_INDEX, RegistryClient, RegistryError
-from .results import PlatformResult, Pushed, Results
-from .tagpolicy import TagPlan, inputs_tag, plan_tags
+from buildgen.build.results import PlatformResult, Pushed, Results
+from buildgen.errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
+from buildgen.model.lockfile import INPUTS_ANNOTATION, LAYERS_SIZE_ANNOTATION
+from buildgen.model.plan import Plan, PlannedImage
+from buildgen.model.tagpolicy import TagPlan, inputs_tag, plan_tags
+from buildgen.registry import OCI_INDEX, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Outcome:
     digest: str = ""
     tags: tuple[str, ...] = ()
     message: str = ""
-    error: BuildgenError | None = None
+    error: BuildgenError | RegistryError | None = None
     index: bytes | None = field(default=None, repr=False)  # the index pushed, for the lockfile
 
 

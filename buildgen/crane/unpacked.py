@@ -44,8 +44,8 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from .extract import apply_image
-from .fsutil import write_atomic
+from buildgen.crane.extract import apply_image
+from buildgen.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from .tagpolicy import inputs_tag
+from buildgen.model.tagpolicy import inputs_tag
 
 if TYPE_CHECKING:
-    from .plan import PlannedImage
-    from .registry import RegistryClient
+    from buildgen.model.plan import PlannedImage
+    from buildgen.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 

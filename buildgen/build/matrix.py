@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UsageError
-from .plan import Plan
+from buildgen.errors import UsageError
+from buildgen.model.plan import Plan
 
 GITHUB_MAX_JOBS = 256
 DEFAULT_TARGETS_PER_JOB = 500

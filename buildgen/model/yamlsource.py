@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Location, Problem
+from buildgen.errors import Location, Problem
 
 Path = tuple[str | int, ...]
 

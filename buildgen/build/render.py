@@ -12,17 +12,17 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 
-from .defaults import DEFAULT_SHARD_SIZE as DEFAULT_SHARD_SIZE
-from .naming import Axis, bake_target_of_key
+from buildgen.model.defaults import DEFAULT_SHARD_SIZE as DEFAULT_SHARD_SIZE
+from buildgen.model.naming import Axis, bake_target_of_key
 
 if TYPE_CHECKING:
-    from .plan import PlannedImage, Provided
+    from buildgen.model.plan import PlannedImage
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -71,35 +71,6 @@ def _environment() -> jinja2.Environment:
     env.filters["hcl_list"] = lambda values: f"[{', '.join(map(hcl_string, values))}]"
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     return env
-
-
-def render_combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
-    """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
-    # Thousands of per-task combinations share their agent and gateway: render each rule once.
-    rule = tuple((context, tuple(paths)) for context, paths in sources.items())
-    return _combination_dockerfile(rule).replace(_KEY_PLACEHOLDER, key, 1)
-
-
-_KEY_PLACEHOLDER = "\x00key\x00"
-
-
-@lru_cache(maxsize=256)
-def _combination_dockerfile(rule: tuple[tuple[str, tuple[Provided, ...]], ...]) -> str:
-    sources = dict(rule)
-    steps = [
-        (
-            context,
-            index,
-            provided,
-            posixpath.dirname(provided.path),
-            posixpath.basename(provided.path),
-        )
-        for index, (context, provided) in enumerate(
-            (context, provided) for context, paths in sources.items() for provided in paths
-        )
-    ]
-    template = _environment().get_template("combination.Dockerfile.j2")
-    return template.render(key=_KEY_PLACEHOLDER, steps=steps)
 
 
 @dataclass(frozen=True)

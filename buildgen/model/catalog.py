@@ -24,14 +24,14 @@ from typing import Any, TypeVar
 
 import semver
 
-from . import naming
-from .defaults import DEFAULT_CATALOG as DEFAULT_CATALOG
-from .errors import CatalogError, Location, Problem
-from .naming import Axis
-from .platforms import platform_problem
-from .yamlsource import Document
-from .yamlsource import Path as YamlPath
-from .yamlsource import load as load_yaml
+from buildgen.errors import CatalogError, Location, Problem
+from buildgen.model import naming
+from buildgen.model.defaults import DEFAULT_CATALOG as DEFAULT_CATALOG
+from buildgen.model.naming import Axis
+from buildgen.model.platforms import platform_problem
+from buildgen.model.yamlsource import Document
+from buildgen.model.yamlsource import Path as YamlPath
+from buildgen.model.yamlsource import load as load_yaml
 
 SCHEMA_VERSION = 1
 # Provided paths go into generated Dockerfiles: a strict alphabet keeps them inert there.
@@ -289,7 +289,7 @@ class Catalog:
 
 def catalog_schema() -> dict[str, Any]:
     """The JSON Schema of catalog.yaml, generated from the models."""
-    from .catalog_models import schema
+    from buildgen.model.catalog_models import schema
 
     return schema()
 
@@ -383,7 +383,7 @@ class _Checker:
             return _catalog(data)
         except _Declined:
             pass
-        from .catalog_models import validate
+        from buildgen.model.catalog_models import validate
 
         model, errors = validate(CatalogModel, data)
         for error in errors:
@@ -435,7 +435,7 @@ class _Checker:
             return _spec(spec_type, entry)
         except _Declined:
             pass
-        from .catalog_models import validate
+        from buildgen.model.catalog_models import validate
 
         spec, _ = validate(spec_type, entry)  # its errors were reported with the whole catalog
         return spec if isinstance(spec, spec_type) else None

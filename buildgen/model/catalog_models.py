@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import catalog as runtime
+from buildgen.model import catalog as runtime
 
 Text = Annotated[str, Field(strict=True)]
 

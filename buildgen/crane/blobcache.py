@@ -35,8 +35,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ExternalToolError
-from .registry import RegistryClient, RegistryError
+from buildgen.errors import ExternalToolError
+from buildgen.registry import RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Prefetch:
         for digest, future in self._futures.items():
             try:
                 paths[digest] = future.result()
-            except (ExternalToolError, OSError) as exc:
+            except (ExternalToolError, RegistryError, OSError) as exc:
                 failures.append(exc)
         if failures:
             lines = [str(f) for f in failures[:MAX_LISTED_FAILURES]]

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .fsutil import write_atomic
-from .lock import layers_size
-from .plan import PlannedImage
-from .platforms import platform_string
-from .registry import INDEX_TYPES, NotFound, RegistryClient, RegistryError
-from .render import PushMode, staging_tag
+from buildgen.build.render import PushMode, staging_tag
+from buildgen.errors import UsageError
+from buildgen.fsutil import write_atomic
+from buildgen.model.lockfile import layers_size
+from buildgen.model.plan import PlannedImage
+from buildgen.model.platforms import platform_string
+from buildgen.registry import INDEX_TYPES, NotFound, RegistryClient, RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -16,18 +16,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .defaults import DEFAULT_CATALOG, DEFAULT_SHARD_SIZE
-from .errors import BuildgenError, CatalogError, UsageError
-from .platforms import platform_problem
+from buildgen import __version__
+from buildgen.errors import BuildgenError, CatalogError, UsageError
+from buildgen.model.defaults import DEFAULT_CATALOG, DEFAULT_SHARD_SIZE
+from buildgen.model.platforms import platform_problem
+from buildgen.registry import RegistryError
 
 # Verbs import what they use when they run: `resolve` runs before every eval in crane mode and
 # must not pay for pydantic, jinja2 or httpx.
 if TYPE_CHECKING:
-    from .catalog import Catalog
-    from .plan import Plan
-    from .publish import Outcome
-    from .registry import RegistryOptions
+    from buildgen.model.catalog import Catalog
+    from buildgen.model.plan import Plan
+    from buildgen.registry import RegistryOptions
+    from buildgen.release.publish import Outcome
 
 log = logging.getLogger("buildgen")
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{problem}\n")
         sys.stderr.write(f"buildgen: {exc.args[0]}\n")
         return exc.exit_code
-    except BuildgenError as exc:
+    except (BuildgenError, RegistryError) as exc:
         sys.stderr.write(f"buildgen: error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
@@ -417,13 +418,13 @@ def _setup_logging(level: int) -> None:
 
 
 def _load(args: argparse.Namespace) -> Catalog:
-    from .catalog import load_catalog
+    from buildgen.model.catalog import load_catalog
 
     return load_catalog(args.catalog)
 
 
 def _make_plan(args: argparse.Namespace) -> Plan:
-    from .plan import make_plan
+    from buildgen.model.plan import make_plan
 
     return make_plan(_load(args), registry=args.registry, select=args.select)
 
@@ -446,8 +447,8 @@ def _plan(args: argparse.Namespace, _: list[str]) -> int:
     plan = _make_plan(args)
     status: dict[str, str] = {}
     if args.status:
-        from .incremental import published
-        from .registry import RegistryClient
+        from buildgen.build.incremental import published
+        from buildgen.registry import RegistryClient
 
         with RegistryClient(_registry_options(args)) as client:
             done = published(plan.images, client)
@@ -487,7 +488,7 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
 def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
     from dataclasses import replace
 
-    from .bake import (
+    from buildgen.build.bake import (
         BakeOptions,
         bake,
         detect_push_mode,
@@ -496,7 +497,7 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
         restrict,
         unhashed_settings,
     )
-    from .render import PushMode
+    from buildgen.build.render import PushMode
 
     if args.platform is not None:
         problem = platform_problem(args.platform)
@@ -538,13 +539,13 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
     )
     client = None
     if push is not PushMode.NONE and not args.dry_run:
-        from .registry import RegistryClient
+        from buildgen.registry import RegistryClient
 
         client = RegistryClient(_registry_options(args))
     try:
         part = restrict(plan, options)  # this run's platform and shard
         if client is not None and not args.rebuild:
-            from .incremental import published
+            from buildgen.build.incremental import published
 
             needed = {k: plan.all_images[k] for i in part.images for k in (i.key, *i.depends_on)}
             options = replace(options, prebuilt=published(needed.values(), client))
@@ -570,7 +571,7 @@ def _bake(args: argparse.Namespace, passthrough: list[str]) -> int:
 
 
 def _registry_options(args: argparse.Namespace, connections: int | None = None) -> RegistryOptions:
-    from .registry import RegistryOptions
+    from buildgen.registry import RegistryOptions
 
     options = RegistryOptions(insecure=tuple(args.insecure_registry), ca_bundle=args.ca_bundle)
     if connections is not None:
@@ -579,9 +580,16 @@ def _registry_options(args: argparse.Namespace, connections: int | None = None) 
 
 
 def _publish(args: argparse.Namespace, _: list[str]) -> int:
-    from .publish import Progress, PublishOptions, SourceInfo, Summary, exit_code, publish
-    from .registry import RegistryClient
-    from .results import load_results
+    from buildgen.build.results import load_results
+    from buildgen.registry import RegistryClient
+    from buildgen.release.publish import (
+        Progress,
+        PublishOptions,
+        SourceInfo,
+        Summary,
+        exit_code,
+        publish,
+    )
 
     plan = _make_plan(args)
     results = load_results(args.results)
@@ -612,38 +620,42 @@ def _lock_published(args: argparse.Namespace, plan: Plan, outcomes: list[Outcome
     """Pin what publish pushed (or found unchanged) in the lockfile."""
     from dataclasses import replace
 
-    from . import lock
-    from .registry import RegistryClient
+    from buildgen.model import lockfile
+    from buildgen.registry import RegistryClient
+    from buildgen.release import lock
 
     done = {o.key: o.digest for o in outcomes if o.status in ("published", "unchanged")}
     if not done:
         return
-    path = lock.lock_path(plan.catalog.path, args.lock)
-    current = lock.read(path) if path.exists() else lock.empty(plan)
+    path = lockfile.lock_path(plan.catalog.path, args.lock)
+    current = (
+        lockfile.read(path) if path.exists() else lockfile.empty(plan.catalog.digest, plan.registry)
+    )
     subset = replace(plan, images=tuple(i for i in plan.images if i.key in done))
     with RegistryClient(client_options) as client:
         indexes = {o.key: o.index for o in outcomes if o.index is not None}
         changed = lock.update(current, subset, client, known=done, indexes=indexes)
-    if lock.write(path, current):
+    if lockfile.write(path, current):
         log.info("%s: %d entr%s updated", path, len(changed), "y" if len(changed) == 1 else "ies")
 
 
 def _lock(args: argparse.Namespace, _: list[str]) -> int:
-    from . import lock
+    from buildgen.model import lockfile
+    from buildgen.release import lock
 
     plan = _make_plan(args)
-    path = lock.lock_path(plan.catalog.path, args.lock)
+    path = lockfile.lock_path(plan.catalog.path, args.lock)
     if args.remote and not args.check:
         raise UsageError("--remote goes with --check")
     if args.diff is not None:
-        new = lock.read(path) if path.exists() else {"images": {}}
+        new = lockfile.read(path) if path.exists() else {"images": {}}
         sys.stdout.write(lock.diff_markdown(lock.load_old(args.diff, path), new))
         return 0
     if args.check:
-        current = lock.read(path)
+        current = lockfile.read(path)
         findings = lock.check(current, plan)
         if args.remote:
-            from .registry import RegistryClient
+            from buildgen.registry import RegistryClient
 
             with RegistryClient(_registry_options(args, args.jobs)) as client:
                 findings += lock.check_remote(current, plan, client, workers=args.jobs)
@@ -655,24 +667,26 @@ def _lock(args: argparse.Namespace, _: list[str]) -> int:
             return 1
         log.info("%s: up to date (%d images)", path, len(current["images"]))
         return 0
-    from .registry import RegistryClient
+    from buildgen.registry import RegistryClient
 
     existed = path.exists()
-    current = lock.read(path) if existed else lock.empty(plan)
-    header = lock.header(current)
+    current = lockfile.read(path) if existed else lockfile.empty(plan.catalog.digest, plan.registry)
+    header = lockfile.header(current)
     with RegistryClient(_registry_options(args, args.jobs)) as client:
         changed = lock.update(current, plan, client, workers=args.jobs)
     # A run that changes nothing leaves the file alone (not even rendered again).
-    written = bool(changed or not existed or lock.header(current) != header)
-    written = written and lock.write(path, current)
+    written = bool(changed or not existed or lockfile.header(current) != header)
+    written = written and lockfile.write(path, current)
     note = "" if written else " (file unchanged)"
     log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)
     return 0
 
 
 def _resolve(args: argparse.Namespace, _: list[str]) -> int:
-    from . import lock, naming
-    from .naming import Axis
+    from buildgen.crane.resolve import resolve as resolve_pinned
+    from buildgen.crane.resolve import to_env
+    from buildgen.model import lockfile, naming
+    from buildgen.model.naming import Axis
 
     problem = platform_problem(args.platform)
     if problem:
@@ -684,45 +698,30 @@ def _resolve(args: argparse.Namespace, _: list[str]) -> int:
     if args.gateway:
         roles.append(("gateway", naming.image_key(Axis.GATEWAY, args.gateway)))
     roles.append(("runner", naming.image_key(Axis.CORE, "crane-runner")))
-    current = lock.read(lock.lock_path(args.catalog, args.lock))
-    pinned = lock.resolve(current, roles, args.platform)
+    current = lockfile.read(lockfile.lock_path(args.catalog, args.lock))
+    pinned = resolve_pinned(current, roles, args.platform)
     if args.format == "json":
-        images = {
-            p.role: {"key": p.key, "reference": p.reference, "platformDigest": p.platform_digest,
-                     "size": p.size, **({"provides": list(p.provides)} if p.provides else {})}
-            for p in pinned
-        }  # fmt: skip
+        images = {p.role: p.to_json() for p in pinned}
         sys.stdout.write(json.dumps({"platform": args.platform, "images": images}, indent=2) + "\n")
         return 0
-    lines = [f"EVAL_PLATFORM={args.platform}"]
-    for p in pinned:
-        name = p.role.upper()
-        lines += [
-            f"EVAL_{name}_IMAGE={p.reference}",
-            f"EVAL_{name}_PLATFORM_DIGEST={p.platform_digest}",
-            f"EVAL_{name}_SIZE={p.size}",
-            f"EVAL_{name}_KEY={p.key}",
-        ]
-        if p.provides:
-            lines.append(f"EVAL_{name}_PROVIDES=" + ",".join(
-                f"{x['path']}:{x['mode']}:{x['uid']}:{x['gid']}" for x in p.provides))  # fmt: skip
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("\n".join(to_env(pinned, args.platform)) + "\n")
     return 0
 
 
 def _materialize(args: argparse.Namespace, _: list[str]) -> int:
     import os
 
-    from . import lock, naming
-    from .blobcache import BlobCache
-    from .lock import Pinned
-    from .materialize import Part, Provided, materialize
-    from .naming import Axis
-    from .registry import RegistryClient
-    from .unpacked import UnpackedCache
+    from buildgen.crane.blobcache import BlobCache
+    from buildgen.crane.materialize import materialize
+    from buildgen.crane.resolve import from_env
+    from buildgen.crane.resolve import resolve as resolve_pinned
+    from buildgen.crane.unpacked import UnpackedCache
+    from buildgen.model import lockfile, naming
+    from buildgen.model.naming import Axis
+    from buildgen.registry import RegistryClient
 
     if args.unmount:
-        from .overlay import unmount
+        from buildgen.crane.overlay import unmount
 
         unmount(args.rootfs)
         log.info("unmounted %s", args.rootfs)
@@ -730,30 +729,7 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
     if args.overlay and args.unpacked_limit == 0:
         raise UsageError("--overlay mounts the unpacked image: it needs --unpacked-limit above 0")
     if args.from_env:
-        platform = os.environ.get("EVAL_PLATFORM", args.platform or "")
-        pinned = []
-        for role in ("benchmark", "agent", "gateway"):
-            name = role.upper()
-            reference = os.environ.get(f"EVAL_{name}_IMAGE")
-            if reference is None:
-                if role == "gateway":
-                    continue
-                raise UsageError(f"--from-env: EVAL_{name}_IMAGE is not set")
-            provides = [
-                {"path": p.path, "mode": f"{p.mode:04o}", "uid": p.uid, "gid": p.gid}
-                for item in os.environ.get(f"EVAL_{name}_PROVIDES", "").split(",") if item
-                for p in [Provided.parse(item)]
-            ]  # fmt: skip
-            pinned.append(
-                Pinned(
-                    role,
-                    os.environ.get(f"EVAL_{name}_KEY", role),
-                    reference,
-                    os.environ.get(f"EVAL_{name}_PLATFORM_DIGEST", ""),
-                    int(os.environ.get(f"EVAL_{name}_SIZE", "0")),
-                    tuple(provides),
-                )
-            )
+        platform, pinned = from_env(os.environ, args.platform)
     else:
         if not (args.benchmark and args.agent and args.platform):
             raise UsageError("--benchmark, --agent and --platform are needed (or --from-env)")
@@ -765,11 +741,12 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
                  ("agent", naming.image_key(Axis.AGENT, args.agent))]  # fmt: skip
         if args.gateway:
             roles.append(("gateway", naming.image_key(Axis.GATEWAY, args.gateway)))
-        pinned = lock.resolve(lock.read(lock.lock_path(args.catalog, args.lock)), roles, platform)
-    parts = [Part(p, tuple(Provided.from_json(x) for x in p.provides)) for p in pinned]
-    for part in parts[1:]:
+        pinned = resolve_pinned(
+            lockfile.read(lockfile.lock_path(args.catalog, args.lock)), roles, platform
+        )
+    for part in pinned[1:]:
         if not part.provides:
-            raise UsageError(f"{part.pinned.key}: the lockfile says nothing it provides; "
+            raise UsageError(f"{part.key}: the lockfile says nothing it provides; "
                              "re-run `buildgen lock` with this buildgen")  # fmt: skip
     cache_root = args.cache or Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "buildgen"  # fmt: skip
@@ -779,23 +756,23 @@ def _materialize(args: argparse.Namespace, _: list[str]) -> int:
             if args.unpacked_limit > 0
             else None
         )
-        record = materialize(client, parts[0], parts[1:], rootfs=args.rootfs,
+        record = materialize(client, pinned[0], pinned[1:], rootfs=args.rootfs,
                              cache=BlobCache(cache_root), mirrors=args.mirror,
                              unpacked=unpacked, overlay=args.overlay)  # fmt: skip
     record["platform"] = platform
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     if args.record:
-        from .fsutil import write_atomic
+        from buildgen.fsutil import write_atomic
 
         write_atomic(args.record, text)
     else:
         sys.stdout.write(text)
-    log.info("materialized %s into %s", " + ".join(p.pinned.key for p in parts), args.rootfs)
+    log.info("materialized %s into %s", " + ".join(p.key for p in pinned), args.rootfs)
     return 0
 
 
 def _matrix(args: argparse.Namespace, _: list[str]) -> int:
-    from .matrix import matrix
+    from buildgen.build.matrix import matrix
 
     for platform in args.platform:
         problem = platform_problem(platform)
@@ -810,7 +787,7 @@ def _matrix(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _schema(args: argparse.Namespace, _: list[str]) -> int:
-    from .catalog import catalog_schema
+    from buildgen.model.catalog import catalog_schema
 
     sys.stdout.write(json.dumps(catalog_schema(), indent=2) + "\n")
     return 0

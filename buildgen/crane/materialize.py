@@ -5,7 +5,7 @@ from the lockfile, pulls manifests and blobs (mirrors first; every digest and si
 into a content-addressed cache, applies the benchmark's layers, then the fusion rule: each
 directory the agent and gateway provide is created with the catalog's mode and owner and filled
 with that image's files under it, keeping theirs. That is exactly what the combination
-Dockerfile (templates/combination.Dockerfile.j2) does with COPY, from the same rule.
+Dockerfile (buildgen/build/templates/combination.Dockerfile.j2) does with COPY, from the same rule.
 """
 
 from __future__ import annotations
@@ -18,58 +18,29 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blobcache import BlobCache, BlobRef, Prefetch
-from .errors import CheckFailed, ExternalToolError, UsageError
-from .extract import apply_image, apply_layer
-from .fsutil import read_xattrs, sha256_file
-from .lock import Pinned
-from .overlay import OverlayUnavailable, overlay_mount, unmount
-from .registry import MANIFEST_TYPES, RegistryClient, RegistryError
-from .registry.reference import parse_repository
-from .rootpath import DIR_FLAGS, PathRefused, clean, join, resolve
-from .treecopy import copy_tree
-from .unpacked import Layer, UnpackedCache, chain_id_of
+from buildgen.crane.blobcache import BlobCache, BlobRef, Prefetch
+from buildgen.crane.extract import apply_image, apply_layer
+from buildgen.crane.overlay import OverlayUnavailable, overlay_mount, unmount
+from buildgen.crane.resolve import Pinned
+from buildgen.crane.rootpath import DIR_FLAGS, PathRefused, clean, join, resolve
+from buildgen.crane.treecopy import copy_tree
+from buildgen.crane.unpacked import Layer, UnpackedCache, chain_id_of
+from buildgen.errors import CheckFailed, ExternalToolError, UsageError
+from buildgen.fsutil import read_xattrs, sha256_file
+from buildgen.model.fusion import Provided
+from buildgen.registry import MANIFEST_TYPES, RegistryClient, RegistryError
+from buildgen.registry.reference import parse_repository
 
 log = logging.getLogger(__name__)
 
 TAR = "application/vnd.oci.image.layer.v1.tar"
 # Unpacked layers take about this many times their compressed size (a safe side estimate).
 EXPANSION = 3
-
-
-@dataclass(frozen=True)
-class Provided:
-    """A directory an image contributes, with the mode and owner the fusion rule gives it."""
-
-    path: str
-    mode: int
-    uid: int = 0
-    gid: int = 0
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Provided:
-        return cls(str(data["path"]), int(str(data["mode"]), 8), int(data["uid"]), int(data["gid"]))
-
-    @classmethod
-    def parse(cls, text: str) -> Provided:
-        """PATH:MODE[:UID:GID], e.g. /opt/gateway:0700:0:0 (EVAL_*_PROVIDES, comma-separated)."""
-        path, mode, *owner = text.split(":")
-        uid, gid = (int(owner[0]), int(owner[1])) if len(owner) == 2 else (0, 0)
-        return cls(path, int(mode, 8), uid, gid)
-
-
-@dataclass(frozen=True)
-class Part:
-    """One image of the fusion: its role, pinned reference and what it provides (agents and
-    gateways; the benchmark provides everything)."""
-
-    pinned: Pinned
-    provides: tuple[Provided, ...] = ()
 
 
 @dataclass
@@ -167,9 +138,9 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def check_space(parts: Sequence[Part], rootfs: Path) -> None:
+def check_space(parts: Sequence[Pinned], rootfs: Path) -> None:
     """Refuse before pulling when the disk is clearly too small (sizes come from the lock)."""
-    total = sum(part.pinned.size for part in parts)
+    total = sum(part.size for part in parts)
     need = total * EXPANSION
     probe = _existing(rootfs)
     free = shutil.disk_usage(probe).free
@@ -315,10 +286,10 @@ def _from_tree(tree: Path, rootfs: Path, overlay: bool) -> str:
     return "copy"
 
 
-def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Part) -> bool:
+def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Pinned) -> bool:
     """Whether the disk holds the benchmark unpacked twice: in the cache and in the rootfs."""
     probe = _existing(unpacked.root)
-    if shutil.disk_usage(probe).free < 2 * benchmark.pinned.size * EXPANSION:
+    if shutil.disk_usage(probe).free < 2 * benchmark.size * EXPANSION:
         log.info("not keeping the unpacked image: too little disk at %s", probe)
         return False
     return True
@@ -326,8 +297,8 @@ def _room_for_a_tree(unpacked: UnpackedCache, benchmark: Part) -> bool:
 
 def materialize(
     client: RegistryClient,
-    benchmark: Part,
-    others: Sequence[Part],
+    benchmark: Pinned,
+    others: Sequence[Pinned],
     *,
     rootfs: Path,
     cache: BlobCache,
@@ -350,9 +321,9 @@ def materialize(
     existed = rootfs.exists()
     parts = [benchmark, *others]
     check_space(parts, rootfs)
-    pulled = {part.pinned.role: pull(client, cache, part.pinned, mirrors) for part in parts}
-    image = pulled[benchmark.pinned.role]
-    refs = [ref for part in parts for ref, _, _ in pulled[part.pinned.role].layers]
+    pulled = {part.role: pull(client, cache, part, mirrors) for part in parts}
+    image = pulled[benchmark.role]
+    refs = [ref for part in parts for ref, _, _ in pulled[part.role].layers]
     unpacked_record: dict[str, Any] | None = None
     try:
         with contextlib.ExitStack() as held, cache.prefetch(client, refs) as fetches:
@@ -373,12 +344,12 @@ def materialize(
                 rootfs.chmod(0o755)
                 apply_image(rootfs, image.ready(fetches))
             for part in others:
-                staging = Path(tempfile.mkdtemp(prefix=f".{part.pinned.role}-", dir=rootfs.parent))
+                staging = Path(tempfile.mkdtemp(prefix=f".{part.role}-", dir=rootfs.parent))
                 try:
                     os.chmod(staging, 0o700)  # holds root-only files while it exists
-                    apply_image(staging / "rootfs", pulled[part.pinned.role].ready(fetches))
+                    apply_image(staging / "rootfs", pulled[part.role].ready(fetches))
                     for provided in part.provides:
-                        fuse(rootfs, staging / "rootfs", provided, part.pinned.key)
+                        fuse(rootfs, staging / "rootfs", provided, part.key)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             fetches.wait()  # every blob the record names is in the cache, verified
@@ -396,11 +367,8 @@ def materialize(
     if unpacked_record is not None:
         record["unpacked"] = unpacked_record
     for part in parts:
-        entry = pulled[part.pinned.role].record
+        entry = pulled[part.role].record
         if part.provides:
-            entry["provides"] = [
-                {"path": p.path, "mode": f"{p.mode:04o}", "uid": p.uid, "gid": p.gid}
-                for p in part.provides
-            ]
-        record["images"][part.pinned.role] = entry
+            entry["provides"] = [p.to_json() for p in part.provides]
+        record["images"][part.role] = entry
     return record

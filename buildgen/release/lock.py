@@ -1,9 +1,6 @@
-"""The digest lockfile `images.lock.json` (DESIGN.md contract 4; docs/lockfile.md).
-
-Crane mode pulls every axis image by digest; this file is where those digests live, next to
-the catalog, reviewed in pull requests. It is `json.dumps(lock, indent=2, sort_keys=True)` plus
-a newline, so one image's change is a one-entry diff, and it is replaced atomically.
-"""
+"""Keeping the lockfile current: `buildgen lock` (pin what the registry has), `--check`
+(offline, and `--remote`), `--diff` (a Markdown table for a pull request). The format itself is
+`model/lockfile.py`."""
 
 from __future__ import annotations
 
@@ -11,151 +8,30 @@ import contextlib
 import json
 import logging
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import CheckFailed, UsageError
-from .fsutil import write_atomic
+from buildgen.errors import CheckFailed, UsageError
+from buildgen.model.lockfile import (
+    ATTESTATION_ANNOTATION,
+    INPUTS_ANNOTATION,
+    LAYERS_SIZE_ANNOTATION,
+    LOCK_VERSION,
+    Entry,
+    empty,
+    layers_size,
+    parse,
+    read,
+)
+from buildgen.model.plan import Plan, PlannedImage
 
-if TYPE_CHECKING:  # `resolve` reads only the lockfile: it must not import the catalog models
-    from .plan import Plan, PlannedImage
-    from .registry import Manifest, RegistryClient
+if TYPE_CHECKING:
+    from buildgen.registry import Manifest, RegistryClient
 
 log = logging.getLogger(__name__)
-
-LOCK_VERSION = 1
-LOCK_FILE = "images.lock.json"
-INPUTS_ANNOTATION = "dev.buildgen.inputs"  # written by publish on every index it makes
-# On each platform entry of an index publish makes: the compressed size of that platform's
-# layers, so the lock can record it from the index alone.
-LAYERS_SIZE_ANNOTATION = "dev.buildgen.layers.size"
-ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
-
-Entry = dict[str, Any]
-
-
-def lock_path(catalog_path: Path, explicit: Path | None) -> Path:
-    """The lockfile: `--lock PATH`, else images.lock.json next to the catalog."""
-    return explicit if explicit is not None else catalog_path.parent / LOCK_FILE
-
-
-def dumps(lock: Mapping[str, Any]) -> str:
-    """The lockfile's exact text, `json.dumps(lock, indent=2, sort_keys=True)` and a newline,
-    put together from the text of each entry (rendered when `update` made it, else now)."""
-    images = lock["images"]
-    text = json.dumps({**lock, "images": {}}, indent=2, sort_keys=True)
-    if images:
-        # Only a top-level key starts a line with exactly two spaces and a quote.
-        body = ",\n".join(f"    {json.dumps(key)}: {_text(images[key])}" for key in sorted(images))
-        text = text.replace('\n  "images": {}', '\n  "images": {\n' + body + "\n  }", 1)
-    return text + "\n"
-
-
-class _Made(dict[str, Any]):
-    """An entry `update` made, with its text in the lockfile (at the depth of an entry)
-    rendered as it was made, while the registry answered other requests. An entry is never
-    changed in place once made, so the text stays true."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, entry: Entry) -> None:
-        super().__init__(entry)
-        self.text = _render(entry)
-
-
-def _text(entry: Any) -> str:
-    return entry.text if isinstance(entry, _Made) else _render(entry)
-
-
-def _render(entry: Any) -> str:
-    return _json(entry, "\n    ")
-
-
-_string = json.encoder.encode_basestring_ascii  # what json.dumps writes a str as
-
-
-def _json(value: Any, newline: str) -> str:
-    """`json.dumps(value, indent=2, sort_keys=True)` nested where lines start with `newline`:
-    the same text, without json's generic encoder (3x slower in pure Python, as it must be
-    with an indent). What is not a str, int, bool, None, list or str-keyed dict is left to it.
-    """
-    if isinstance(value, str):
-        return _string(value)
-    if value is None or value is True or value is False:
-        return "null" if value is None else "true" if value else "false"
-    if isinstance(value, int):
-        return int.__repr__(value)
-    inner = newline + "  "
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        try:  # a key not a str is refused by _string (or by sorting): json.dumps decides
-            items = ",".join(
-                f"{inner}{_string(k)}: {_json(v, inner)}" for k, v in sorted(value.items())
-            )
-        except TypeError:
-            pass
-        else:
-            return "{" + items + newline + "}"
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        return "[" + ",".join(inner + _json(item, inner) for item in value) + newline + "]"
-    return json.dumps(value, indent=2, sort_keys=True).replace("\n", newline)
-
-
-def header(lock: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything in the lock but its entries."""
-    return {key: value for key, value in lock.items() if key != "images"}
-
-
-def empty(plan: Plan) -> dict[str, Any]:
-    return {
-        "lockVersion": LOCK_VERSION,
-        "catalogDigest": plan.catalog.digest,
-        "registry": plan.registry,
-        "images": {},
-    }
-
-
-def read(path: Path) -> dict[str, Any]:
-    """Load a lockfile; a broken one is bad input (exit 2)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(
-            f"{path}: no lockfile (run `buildgen lock` or `buildgen publish`)"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the lockfile: {exc.strerror}") from None
-    return parse(text, str(path))
-
-
-def parse(text: str, where: str) -> dict[str, Any]:
-    try:
-        lock = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{where}: not JSON: {exc}") from None
-    if not isinstance(lock, dict) or not isinstance(lock.get("images"), dict):
-        raise UsageError(f"{where}: not a buildgen lockfile (no 'images')")
-    if lock.get("lockVersion") != LOCK_VERSION:
-        raise UsageError(f"{where}: lockVersion {lock.get('lockVersion')!r} is not {LOCK_VERSION}")
-    return lock
-
-
-def write(path: Path, lock: Mapping[str, Any]) -> bool:
-    """Replace the lockfile atomically when its text changes; True when it did."""
-    text = dumps(lock)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except OSError:
-        pass
-    write_atomic(path, text)
-    return True
 
 
 # -- resolving from a registry ---------------------------------------------------------------
@@ -178,8 +54,8 @@ def _entry(
     `index` is that digest's manifest when the caller has it in hand (publish just pushed it),
     `manifest` the manifest its tag gave when the caller read it (`document`: parsed).
     Without a client, _Unfinished when the entry would need a request."""
-    from .platforms import platform_string
-    from .registry import OCI_INDEX, Manifest, NotFound
+    from buildgen.model.platforms import platform_string
+    from buildgen.registry import OCI_INDEX, Manifest, NotFound
 
     reference = image.tags[0]
     if manifest is None and index is not None and digest is not None:
@@ -221,13 +97,13 @@ def _entry(
     }
     if image.provides:  # the fusion rule travels with the digests: crane mode needs no catalog
         entry["provides"] = [provided.to_json() for provided in image.provides]
-    return _Made(entry)
+    return entry
 
 
 def _platform_children(index: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """The entries of an index that are platforms (not attestation manifests), with their
     `os/arch[/variant]`."""
-    from .platforms import platform_string
+    from buildgen.model.platforms import platform_string
 
     found = []
     for child in index.get("manifests", []):
@@ -241,11 +117,6 @@ def _platform_children(index: Mapping[str, Any]) -> list[tuple[str, Mapping[str,
 
 def _layers_size(client: RegistryClient, image: PlannedImage, child: Mapping[str, Any]) -> int:
     return layers_size(client.get_manifest(image.repository, child["digest"]).json())
-
-
-def layers_size(manifest: Mapping[str, Any]) -> int:
-    """Compressed bytes a runner downloads for one platform: the sum of its layers."""
-    return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", []))
 
 
 def update(
@@ -270,7 +141,7 @@ def update(
                 lock.get("registry"),
                 plan.registry,
             )
-        lock.update(empty(plan))
+        lock.update(empty(plan.catalog.digest, plan.registry))
     lock["catalogDigest"] = plan.catalog.digest
     images: dict[str, Entry] = lock["images"]
 
@@ -516,60 +387,3 @@ def diff_markdown(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         f"**images.lock.json**: {header}\n\n| image | change | old | new | platforms |\n"
         "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
-
-
-# -- resolving for crane mode ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pinned:
-    """One image pinned by digest for one platform."""
-
-    role: str
-    key: str
-    reference: str  # repository@index-digest
-    platform_digest: str
-    size: int
-    provides: tuple[Mapping[str, Any], ...] = ()
-
-
-def resolve(
-    lock: Mapping[str, Any], roles: Sequence[tuple[str, str]], platform: str
-) -> list[Pinned]:
-    """The digest-pinned references for (role, key) pairs on `platform`; exit 2 on unknowns."""
-    images: Mapping[str, Entry] = lock["images"]
-    pinned = []
-    for role, key in roles:
-        entry = images.get(key)
-        if entry is None:
-            raise UsageError(f"{role}: no image {key} in the lockfile{_available(images, key)}")
-        platforms: Mapping[str, Entry] = entry.get("platforms", {})
-        if platform not in platforms:
-            raise UsageError(
-                f"{role}: {key} has no {platform} image; it has "
-                f"{', '.join(sorted(platforms)) or 'none'}"
-            )
-        repository = entry["reference"].rsplit(":", 1)[0]
-        pinned.append(
-            Pinned(
-                role,
-                key,
-                f"{repository}@{entry['digest']}",
-                platforms[platform]["digest"],
-                int(platforms[platform].get("size", 0)),
-                tuple(entry.get("provides", ())),
-            )
-        )
-    return pinned
-
-
-def _available(images: Iterable[str], key: str) -> str:
-    prefix = key.split(":", 1)[0]
-    axis = prefix.split("/", 1)[0] + "/"
-    same_image = [k for k in images if k.split(":", 1)[0] == prefix]
-    if same_image:
-        shown = ", ".join(k.split(":", 1)[1] if ":" in k else "(shared)" for k in same_image[:10])
-        more = f" and {len(same_image) - 10} more" if len(same_image) > 10 else ""
-        return f"; {prefix} has tasks: {shown}{more}"
-    names = sorted({k.split(":", 1)[0] for k in images if k.startswith(axis)})
-    return f"; known: {', '.join(names[:20]) or 'none'}"

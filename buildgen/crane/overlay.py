@@ -23,7 +23,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .errors import ExternalToolError
+from buildgen.errors import ExternalToolError
 
 _MS_NODEV = 4
 _MNT_DETACH = 2

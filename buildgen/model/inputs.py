@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import sha256_file
+from buildgen.fsutil import sha256_file
 
 HASH_VERSION = "buildgen-inputs/1"
 

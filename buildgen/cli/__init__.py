@@ -1,0 +1,5 @@
+"""The command line: `buildgen VERB ...` (see README.md, "Commands")."""
+
+from buildgen.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,62 @@
+"""The combination image's Dockerfile: the fusion rule (`model/fusion.py`) as COPY steps.
+
+Its text is part of the combination's inputs hash, so the plan renders it; `buildgen bake`
+writes it inline into the bake file.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping, Sequence
+from functools import cache, lru_cache
+from pathlib import Path
+
+import jinja2
+
+from buildgen.model.fusion import Provided
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
+    """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
+    # Thousands of per-task combinations share their agent and gateway: render each rule once.
+    rule = tuple((context, tuple(paths)) for context, paths in sources.items())
+    return _combination_dockerfile(rule).replace(_KEY_PLACEHOLDER, key, 1)
+
+
+_KEY_PLACEHOLDER = "\x00key\x00"
+
+
+@lru_cache(maxsize=256)
+def _combination_dockerfile(rule: tuple[tuple[str, tuple[Provided, ...]], ...]) -> str:
+    sources = dict(rule)
+    steps = [
+        (
+            context,
+            index,
+            provided,
+            posixpath.dirname(provided.path),
+            posixpath.basename(provided.path),
+        )
+        for index, (context, provided) in enumerate(
+            (context, provided) for context, paths in sources.items() for provided in paths
+        )
+    ]
+    template = _environment().get_template("combination.Dockerfile.j2")
+    return template.render(key=_KEY_PLACEHOLDER, steps=steps)
