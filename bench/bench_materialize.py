@@ -25,7 +25,7 @@ alike. `sync` runs (untimed) before each case, so one case's writeback does not 
 next. Nothing is deleted between cases: on ext4, creating files shortly after tens of thousands
 were deleted is several times slower (the allocator skips recently freed inodes; `perf` shows
 `recently_deleted` under `ext4_create`), which would penalize whichever case came next. Goals checked: cold no slower than the peer; warm at least 2x faster than cold. The
-buildgen rootfs (without /opt/agent) is checked once to equal umoci's (`buildgen.extract.tree`
+buildgen rootfs (without /opt/agent) is checked once to equal umoci's (`tests/trees.py`: `tree`
 and hardlink groups). When cold is slower than the peer (or with --profile always), a cProfile
 run of the CLI and single-threaded micro-measurements of the extraction's stages say where the
 time goes. The registry and every rootfs, cache and OCI directory are removed at the end; the
@@ -63,9 +63,10 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from components import Registry, start_registry
+from trees import hardlinks, tree
 
 from buildgen.crane.blobcache import BlobCache, BlobRef
-from buildgen.crane.extract import apply_image, hardlinks, tree
+from buildgen.crane.extract import apply_image
 from buildgen.crane.tarstream import TarReader
 from buildgen.registry import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient
 
@@ -1008,8 +1009,8 @@ class Clock:
 
 def stage_times(blobs: list[Path]) -> dict[str, Clock]:
     """Single-threaded timings of what extraction does, stage by stage, on the cached layers
-    (through buildgen.extract's private reader classes: skipped if they changed)."""
-    from buildgen.crane import extract
+    (through buildgen.crane.layerstream's readers)."""
+    from buildgen.crane import layerstream
 
     out: dict[str, Clock] = {}
     with Clock() as clock:
@@ -1026,9 +1027,9 @@ def stage_times(blobs: list[Path]) -> dict[str, Clock]:
         with Clock() as clock:
             for blob in blobs:
                 with open(blob, "rb", buffering=0) as handle:
-                    raw = extract._HashingReader(handle, "sha256")
-                    plain = extract._HashingReader(
-                        extract._decompressor("gzip", raw, str(blob)), "sha256"
+                    raw = layerstream.HashingReader(handle, "sha256")
+                    plain = layerstream.HashingReader(
+                        layerstream.decompressor("gzip", raw), "sha256"
                     )
                     reader = TarReader(lambda plain=plain: plain.read(1 << 20))  # type: ignore[misc]
                     while reader.next() is not None:
@@ -1038,10 +1039,7 @@ def stage_times(blobs: list[Path]) -> dict[str, Clock]:
                     raw.drain()
         return clock
 
-    try:
-        out[PARSE] = parse()
-    except AttributeError as exc:  # buildgen.extract's internals moved
-        log(f"profile: parsing stages skipped: {exc}")
+    out[PARSE] = parse()
     return out
 
 

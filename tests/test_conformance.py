@@ -14,8 +14,7 @@ from typing import NamedTuple
 import pytest
 from components import Registry
 from conftest import REPO
-
-from buildgen.crane.extract import TreeEntry, hardlinks, tree
+from trees import TreeEntry, hardlinks, tree
 
 pytestmark = pytest.mark.docker
 

@@ -22,8 +22,8 @@ from components import Registry
 from conftest import REPO, copy_repo_catalog, missing
 from test_conformance import exported, image_tree
 from test_mirror import Mirrored, start_mirrored
+from trees import TreeEntry, tree
 
-from buildgen.crane.extract import TreeEntry, tree
 from buildgen.model.naming import bake_target_of_key
 
 pytestmark = pytest.mark.docker

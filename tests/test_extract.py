@@ -50,20 +50,18 @@ from hostile import (
     wh,
     write_blob,
 )
+from trees import TreeEntry, hardlinks, tree
 
 from buildgen.crane.blobcache import BlobCache
 from buildgen.crane.extract import (
     ExtractionError,
     ExtractPolicy,
     LayerStats,
-    TreeEntry,
     apply_image,
     apply_layer,
     blob_digest,
-    hardlinks,
-    layer_compression,
-    tree,
 )
+from buildgen.crane.layerstream import layer_compression
 from buildgen.errors import ExternalToolError
 from buildgen.registry import OCI_MANIFEST, RegistryClient, RegistryError, RegistryOptions
 

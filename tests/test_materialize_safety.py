@@ -18,8 +18,8 @@ from conftest import REPO
 from hostile import Layer, d, f, hard, layer, push_image, sym
 from test_extract import snapshot
 from test_overlay import require_overlay
+from trees import hardlinks, tree
 
-from buildgen.crane.extract import hardlinks, tree
 from buildgen.registry import RegistryClient
 
 pytestmark = pytest.mark.registry

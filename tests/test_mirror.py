@@ -24,8 +24,8 @@ import pytest
 from conftest import REPO, missing
 from hostile import d, f, layer, push_image, sym
 from registries import RunningRegistry, start_registry
+from trees import tree
 
-from buildgen.crane.extract import tree
 from buildgen.registry import RegistryClient
 
 pytestmark = pytest.mark.registry

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from hostile import d, f, layer, write_blob
 from test_extract import apply
+from trees import hardlinks, tree
 
 from buildgen.crane import materialize
-from buildgen.crane.extract import hardlinks, tree
 from buildgen.crane.overlay import (
     OverlayError,
     OverlayUnavailable,

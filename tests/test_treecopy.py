@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from hostile import Entry, d, f, hard, layer, sym
 from test_extract import apply, snapshot, user_xattrs_supported
+from trees import hardlinks, tree
 
 from buildgen.crane import treecopy
-from buildgen.crane.extract import hardlinks, tree
 from buildgen.crane.treecopy import CopyError, copy_tree
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from hostile import Layer, d, f, layer, sym, write_blob
+from trees import hardlinks, tree
 
-from buildgen.crane.extract import ExtractionError, apply_image, hardlinks, tree
+from buildgen.crane.extract import ExtractionError, apply_image
 from buildgen.crane.unpacked import UnpackedCache, chain_id, chain_id_of
 
 

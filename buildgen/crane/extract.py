@@ -46,21 +46,23 @@ honest writers give a hardlink its target's metadata, so the results agree).
 from __future__ import annotations
 
 import gc
-import gzip
-import hashlib
-import importlib
 import logging
 import os
-import queue
 import re
 import stat
-import threading
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, NamedTuple, Protocol, cast
+from typing import ClassVar, Literal
 
+from buildgen.crane.layerstream import (
+    HashingReader,
+    Prefetcher,
+    StreamError,
+    decompressor,
+    digest_algorithm,
+    layer_compression,
+)
 from buildgen.crane.rootpath import DIR_FLAGS as _DIR_FLAGS
 from buildgen.crane.rootpath import Parts, PathRefused, clean, join, open_dir, resolve
 from buildgen.crane.tarstream import (
@@ -84,30 +86,10 @@ WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar"
-
-Compression = Literal["none", "gzip", "zstd"]
-_MEDIA_TYPES: dict[str, Compression] = {
-    OCI_LAYER: "none",
-    OCI_LAYER + "+gzip": "gzip",
-    OCI_LAYER + "+zstd": "zstd",
-    OCI_LAYER_NONDISTRIBUTABLE: "none",
-    OCI_LAYER_NONDISTRIBUTABLE + "+gzip": "gzip",
-    OCI_LAYER_NONDISTRIBUTABLE + "+zstd": "zstd",
-    DOCKER_LAYER: "none",
-    DOCKER_LAYER + ".gzip": "gzip",
-    DOCKER_LAYER_FOREIGN + ".gzip": "gzip",
-}
-
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 # Docker (and umoci, through the umask) give a parent directory the tar does not list 0755 root.
 _IMPLICIT_DIR_MODE = 0o755
-# Chunks of _CHUNK bytes the reading thread may be ahead of the tar reader.
-_PREFETCH_CHUNKS = 8
 _BLOB_PATH = re.compile(r"^(?:(sha256)/([a-f0-9]{64})|(sha512)/([a-f0-9]{128}))$")
 
 
@@ -160,29 +142,7 @@ class LayerStats:
     """The digest of the uncompressed tar stream, as computed while reading it."""
 
 
-class TreeEntry(NamedTuple):
-    """One path of a rootfs as `tree` describes it."""
-
-    kind: str
-    """"dir", "file", "symlink", "fifo", "char", "block" or "socket"."""
-    mode: int
-    """Permission bits with setuid/setgid/sticky (stat.S_IMODE)."""
-    uid: int
-    gid: int
-    content: str
-    """"sha256:<hex>" of a file's bytes, a symlink's target, "" for anything else."""
-
-
 # -- public API ------------------------------------------------------------------------------
-
-
-def layer_compression(media_type: str) -> Compression:
-    """The compression of a layer media type; ValueError for one that is not a tar layer."""
-    base = media_type.split(";", 1)[0].strip()
-    try:
-        return _MEDIA_TYPES[base]
-    except KeyError:
-        raise ValueError(f"not a supported layer media type: {media_type!r}") from None
 
 
 def blob_digest(blob: Path) -> str | None:
@@ -214,8 +174,8 @@ def apply_layer(
     label = digest or str(blob)
     try:
         compression = layer_compression(media_type)
-        raw_algorithm = _algorithm(digest) if digest is not None else "sha256"
-        diff_algorithm = _algorithm(expected_diff_id) if expected_diff_id else "sha256"
+        raw_algorithm = digest_algorithm(digest) if digest is not None else "sha256"
+        diff_algorithm = digest_algorithm(expected_diff_id) if expected_diff_id else "sha256"
     except ValueError as exc:
         raise ExtractionError(label, str(exc)) from None
     stats = LayerStats()
@@ -231,12 +191,12 @@ def apply_layer(
     applier = _Applier(root_fd, label, policy, stats)
     try:
         with handle:
-            raw = _HashingReader(handle, raw_algorithm)
+            raw = HashingReader(handle, raw_algorithm)
             try:
-                plain = _HashingReader(_decompressor(compression, raw, label), diff_algorithm)
+                plain = HashingReader(decompressor(compression, raw), diff_algorithm)
                 # Reading, decompressing and hashing run in a thread of their own (zlib and
                 # hashlib release the GIL), ahead of the tar parsing and the writes.
-                with _Prefetcher(plain, raw) as feed:
+                with Prefetcher(plain, raw) as feed:
                     applier.run(feed)
                     feed.drain()
             except Exception as exc:
@@ -246,7 +206,9 @@ def apply_layer(
                     _check_blob_digest(raw, digest, label, blob, cause=exc)
                 if isinstance(exc, ExtractionError):
                     raise
-                if isinstance(exc, (_StreamError, TarError)):
+                if isinstance(exc, LookupError):  # no decoder for the compression
+                    raise ExtractionError(label, str(exc)) from None
+                if isinstance(exc, (StreamError, TarError)):
                     raise ExtractionError(label, f"cannot read the layer: {exc}") from exc
                 raise
         if digest is not None:
@@ -294,237 +256,8 @@ def apply_image(
             gc.enable()
 
 
-def _walk_tree(rootfs: Path) -> Iterable[tuple[str, int, str, os.stat_result]]:
-    """(path "/a/b", fd of its directory, its name, lstat) of everything under `rootfs`,
-    walked from fds, so paths longer than PATH_MAX are seen too."""
-    for dirpath, dirnames, filenames, dir_fd in os.fwalk(rootfs):
-        rel = os.path.relpath(dirpath, rootfs)
-        prefix = "/" if rel == "." else f"/{rel}/"
-        for name in dirnames + filenames:
-            yield prefix + name, dir_fd, name, os.lstat(name, dir_fd=dir_fd)
-
-
-def tree(rootfs: Path) -> dict[str, TreeEntry]:
-    """Every path under `rootfs` ("/a/b", the root itself excluded), for comparisons."""
-    entries: dict[str, TreeEntry] = {}
-    for path, dir_fd, name, st in _walk_tree(rootfs):
-        kind = _kind(st.st_mode)
-        content = ""
-        if kind == "file":
-            content = _file_digest(dir_fd, name)
-        elif kind == "symlink":
-            content = os.readlink(name, dir_fd=dir_fd)
-        elif kind in ("char", "block"):
-            content = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-        entries[path] = TreeEntry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
-    return entries
-
-
-def hardlinks(rootfs: Path) -> set[frozenset[str]]:
-    """The groups of paths under `rootfs` that are one inode (non-directories only)."""
-    groups: dict[tuple[int, int], set[str]] = {}
-    for path, _, _, st in _walk_tree(rootfs):
-        if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
-            groups.setdefault((st.st_dev, st.st_ino), set()).add(path)
-    return {frozenset(paths) for paths in groups.values() if len(paths) > 1}
-
-
-def _file_digest(dir_fd: int, name: str) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
-# -- streams ---------------------------------------------------------------------------------
-
-
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
-class _StreamError(Exception):
-    """Reading or decompressing the blob failed (kept apart from errors writing the rootfs)."""
-
-
-class _HashingReader:
-    """Passes a stream through, hashing it."""
-
-    def __init__(self, source: _Readable, algorithm: str) -> None:
-        self._source = source
-        self._hash = hashlib.new(algorithm)
-        self._algorithm = algorithm
-        self.pos = 0
-        self.eof = False
-
-    def read(self, size: int = -1, /) -> bytes:
-        if self.eof:
-            return b""
-        try:
-            data = self._source.read(size)
-        except Exception as exc:
-            raise _StreamError(f"{type(exc).__name__}: {exc}") from exc
-        if not data:
-            self.eof = True
-            return b""
-        self._hash.update(data)
-        self.pos += len(data)
-        return data
-
-    def drain(self) -> None:
-        """Read (and hash) the rest of the stream."""
-        while self.read(_CHUNK):
-            pass
-
-    def digest(self) -> str:
-        return f"{self._algorithm}:{self._hash.hexdigest()}"
-
-
-class _Prefetcher:
-    """Reads `plain` to its end in a thread, then drains `raw` (so both are hashed whole),
-    handing `plain`'s chunks to the tar reader (`chunk`). Errors of the thread are raised in
-    the reader, in stream order.
-
-    Use as a context manager: leaving it stops the thread, after which `plain` and `raw` may
-    be touched again (e.g. to drain `raw` and tell a corrupt blob from a bad tar).
-    """
-
-    _END = object()
-
-    def __init__(self, plain: _HashingReader, raw: _HashingReader) -> None:
-        self._plain = plain
-        self._raw = raw
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=_PREFETCH_CHUNKS)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="layer-reader", daemon=True)
-        self.eof = False
-
-    def __enter__(self) -> _Prefetcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()  # a producer waiting for room sees it within 0.1 s
-        self._thread.join()
-
-    def _produce(self) -> None:
-        try:
-            while not self._stop.is_set():
-                data = self._plain.read(_CHUNK)
-                if not data:
-                    self._raw.drain()
-                    self._put(self._END)
-                    return
-                self._put(data)
-        except BaseException as exc:  # handed to the reader, raised there
-            self._put(exc)
-
-    def _put(self, item: object) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def chunk(self) -> bytes:
-        """The next chunk from the thread; b"" at the end."""
-        if self.eof:
-            return b""
-        item = self._queue.get()
-        if item is self._END:
-            self.eof = True
-            return b""
-        if isinstance(item, BaseException):
-            self.eof = True
-            raise item
-        assert isinstance(item, bytes)
-        return item
-
-    def drain(self) -> None:
-        """Let the thread finish the stream (both hashes complete)."""
-        while self.chunk():
-            pass
-
-
-class _Gunzip:
-    """A gzip stream (one member or several, as Go's reader and gzip.GzipFile take them),
-    decompressed by zlib alone: it checks each member's CRC-32 and length itself, so nothing
-    is computed twice (gzip.GzipFile computes the CRC again, in Python-level calls)."""
-
-    _MAGIC = b"\x1f\x8b"
-
-    def __init__(self, raw: _Readable) -> None:
-        self._raw = raw
-        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""  # compressed bytes read but not yet given to zlib
-        self._done = False
-        self._started = False
-
-    def read(self, size: int = -1, /) -> bytes:
-        while not self._done:
-            if self._inflate.eof:
-                rest = self._inflate.unused_data + self._pending
-                self._pending = b""
-                while len(rest) < 2:
-                    more = self._raw.read(_CHUNK)
-                    if not more:
-                        break
-                    rest += more
-                if not rest:
-                    self._done = True
-                    break
-                if not rest.startswith(self._MAGIC):
-                    raise gzip.BadGzipFile("Not a gzipped file: bytes after the last member")
-                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._pending = rest
-            data = self._pending or self._raw.read(_CHUNK)
-            self._pending = b""
-            if not self._started:
-                self._started = True
-                if data and not (self._MAGIC.startswith(data[:2]) and len(data) >= 2):
-                    raise gzip.BadGzipFile("Not a gzipped file (the media type says gzip)")
-            if not data:
-                if not self._inflate.eof:
-                    raise EOFError(
-                        "Compressed file ended before the end-of-stream marker was reached"
-                    )
-                continue
-            # At most _CHUNK out per call: a small blob must not inflate to gigabytes at once.
-            out = self._inflate.decompress(data, _CHUNK)
-            self._pending = self._inflate.unconsumed_tail  # (after a member: unused_data)
-            if out:
-                return out
-        return b""
-
-
-def _decompressor(compression: Compression, raw: _HashingReader, label: str) -> _Readable:
-    if compression == "none":
-        return raw
-    if compression == "gzip":
-        return _Gunzip(raw)
-    try:  # Python 3.14+ has zstd in the standard library
-        stdlib_zstd = importlib.import_module("compression.zstd")
-    except ImportError:
-        pass
-    else:
-        return cast(_Readable, stdlib_zstd.ZstdFile(raw))
-    try:
-        zstandard = importlib.import_module("zstandard")
-    except ImportError:
-        raise ExtractionError(
-            label,
-            "the layer is zstd-compressed, and this Python has no zstd decoder: install the "
-            "`zstandard` package (pip install zstandard), or use Python 3.14+",
-        ) from None
-    # Layers may hold several zstd frames (zstd:chunked); read them all.
-    return cast(_Readable, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
-
-
 def _check_blob_digest(
-    raw: _HashingReader,
+    raw: HashingReader,
     digest: str,
     label: str,
     blob: Path,
@@ -534,7 +267,7 @@ def _check_blob_digest(
     if cause is not None:
         try:
             raw.drain()
-        except _StreamError:
+        except StreamError:
             return  # cannot tell: let the original error speak
     actual = raw.digest()
     if actual != digest:
@@ -543,18 +276,6 @@ def _check_blob_digest(
             f"the blob {blob} does not match its digest: its bytes are {actual} (a corrupt "
             "cache file? delete it and fetch it again)",
         ) from cause
-
-
-def _algorithm(digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
-    lengths = {"sha256": 64, "sha512": 128}
-    if (
-        algorithm not in lengths
-        or len(hexdigest) != lengths[algorithm]
-        or not re.fullmatch("[a-f0-9]+", hexdigest)
-    ):
-        raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
-    return algorithm
 
 
 # -- the extraction --------------------------------------------------------------------------
@@ -573,20 +294,6 @@ class _DirMeta:
     gid: int
     times: tuple[int, int] | None  # (atime_ns, mtime_ns); None leaves them as they fall
     xattrs: Xattrs = field(default_factory=list)
-
-
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "dir"),
-        (stat.S_ISREG, "file"),
-        (stat.S_ISLNK, "symlink"),
-        (stat.S_ISFIFO, "fifo"),
-        (stat.S_ISCHR, "char"),
-        (stat.S_ISBLK, "block"),
-    ):
-        if test(mode):
-            return kind
-    return "socket"
 
 
 def _times(entry: Entry) -> tuple[int, int]:
@@ -645,7 +352,7 @@ class _Applier:
 
     # -- driving ---------------------------------------------------------------------------
 
-    def run(self, plain: _Prefetcher) -> None:
+    def run(self, plain: Prefetcher) -> None:
         """Apply every entry of the tar stream `plain`."""
         reader = TarReader(plain.chunk)
         while (entry := reader.next()) is not None:
