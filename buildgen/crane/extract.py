@@ -45,12 +45,13 @@ honest writers give a hardlink its target's metadata, so the results agree).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -346,9 +347,10 @@ class _Applier:
         self.upper: set[str] = set()
         # Directories created or listed by this layer, and the metadata they end with.
         self.dirs: dict[str, _DirMeta] = {}
-        # The last directory looked up: (its name in the layer, its real path, a dup'd fd).
+        # The last directory looked up: (its name in the layer, its real path, an fd of it).
         # Consecutive entries mostly share a parent.
         self._cached: tuple[Parts, Parts, int] | None = None
+        self._lent = -1  # the cached fd an entry is using: not closed when forgotten
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -414,12 +416,9 @@ class _Applier:
         make = self._MAKERS.get(kind)
         if make is None:
             raise _Refused(f"unsupported tar entry type {info.type!r}")
-        real, parent = self._parent(parts)
-        try:
+        with self._parent(parts) as (real, parent):
             path = (*real, parts[-1])
             make(self, parent, path, info, reader)
-        finally:
-            os.close(parent)
         self._mark(path)
 
     def _file(self, parent: int, path: Parts, info: Entry, reader: TarReader) -> None:
@@ -549,14 +548,11 @@ class _Applier:
         name = base[len(WHITEOUT_PREFIX) :]
         if base != WHITEOUT_OPAQUE and name in ("", ".", ".."):
             raise _Refused(f"a whiteout of {name!r}")
-        real, fd = self._parent(parts)
-        try:
+        with self._parent(parts) as (real, fd):
             if base == WHITEOUT_OPAQUE:
                 self._purge_children(fd, join(real))
             else:
                 self._purge(fd, name, join((*real, name)))
-        finally:
-            os.close(fd)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -599,15 +595,28 @@ class _Applier:
             self.upper.add(rel)
             rel = rel.rpartition("/")[0]
 
-    def _parent(self, parts: Parts) -> tuple[Parts, int]:
-        """The real path of the directory of the entry `parts` and a new fd of it, made with
-        any missing directory on the way."""
+    @contextlib.contextmanager
+    def _parent(self, parts: Parts) -> Iterator[tuple[Parts, int]]:
+        """The real path of the directory of the entry `parts` and an fd of it, made with any
+        missing directory on the way, for the block's use.
+
+        The fd is the cached one, lent (saving a dup and a close for each of tens of thousands
+        of entries): dropped from the cache during the block, it is not closed (`_forget`)
+        until the block ends."""
         key = parts[:-1]
-        if self._cached is not None and self._cached[0] == key:
-            return self._cached[1], os.dup(self._cached[2])
-        found = self._resolve(key, create=True)
-        assert found is not None  # with create, a directory or a refusal
-        return found
+        if self._cached is None or self._cached[0] != key:
+            found = self._resolve(key, create=True)
+            assert found is not None  # with create, a directory or a refusal
+            os.close(found[1])
+        assert self._cached is not None
+        real, fd = self._cached[1], self._cached[2]
+        self._lent = fd
+        try:
+            yield real, fd
+        finally:
+            self._lent = -1
+            if self._cached is None or self._cached[2] != fd:
+                os.close(fd)
 
     def _resolve(self, parts: Parts, *, create: bool) -> tuple[Parts, int] | None:
         try:
@@ -631,8 +640,10 @@ class _Applier:
 
     def _forget(self) -> None:
         if self._cached is not None:
-            os.close(self._cached[2])
+            fd = self._cached[2]
             self._cached = None
+            if fd != self._lent:
+                os.close(fd)
 
     def _clear(self, parent: int, path: Parts, *, keep_dir: bool) -> os.stat_result | None:
         """Make way for a new entry: remove what is at `path` (unless a directory to keep)."""
@@ -642,11 +653,14 @@ class _Applier:
             return None
         if keep_dir and stat.S_ISDIR(st.st_mode):
             return st
-        self._remove(parent, path[-1], join(path))
+        self._remove(parent, path[-1], join(path), st)
         return None
 
-    def _remove(self, parent: int, name: str, rel: str) -> None:
-        self._forget()  # the cached directory may be the one going away
+    def _remove(self, parent: int, name: str, rel: str, st: os.stat_result | None = None) -> None:
+        # A lookup can only have gone through a directory or a symlink: removing a file, FIFO
+        # or device cannot change what the cached one found.
+        if st is None or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            self._forget()
         _remove_tree(parent, name)
         if rel in self.upper:
             # This layer's own entries under it are gone too: forget them.
@@ -664,7 +678,7 @@ class _Applier:
             return
         if rel not in self.upper:
             # Nothing under a path this layer did not touch can be this layer's.
-            self._remove(parent, name, rel)
+            self._remove(parent, name, rel, st)
         elif stat.S_ISDIR(st.st_mode):
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             try:

@@ -268,7 +268,16 @@ class _Copier:
             os.close(source_fd)
 
     def _open_made(self, parts: list[str]) -> int:
-        """A directory this copy made (a real one: it made them all)."""
+        """A directory this copy made (real directories all the way: it made them all, 0700,
+        and nothing else writes there): by its whole path in one call where the kernel takes
+        it, else one directory at a time."""
+        if not parts:
+            return os.dup(self.root_fd)
+        try:
+            return os.open("/".join(parts), _DIR_FLAGS, dir_fd=self.root_fd)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
         fd = open_dir(self.root_fd, tuple(parts))
         if fd is None:
             raise CopyError(f"{self.destination}/{'/'.join(parts)} went away during the copy")
