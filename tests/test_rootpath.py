@@ -55,6 +55,9 @@ def test_symlinks_resolve_inside_the_root(tmp_path: Path) -> None:
     assert found(root, "up/lib") == "/usr/lib"
     assert found(root, "chain") == "/usr/lib"  # abs -> /usr/lib, then .. -> /usr, then lib
     assert found(root, "nowhere-then-back") == "/usr"  # a missing name and `..` cancel
+    (root / "file").write_text("x")
+    (root / "file-then-back").symlink_to("file/../usr")
+    assert found(root, "file-then-back") == "/usr"  # so do a file and `..` (containerd)
     assert found(root, "host") is None  # the host's path, looked up in the root: not there
     assert found(root, "host/x", create=True) == f"{tmp_path}/x"  # made inside the root
     assert (root / str(tmp_path).lstrip("/") / "x").is_dir()

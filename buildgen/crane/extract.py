@@ -84,7 +84,6 @@ from buildgen.fsutil import Xattrs, write_xattrs
 log = logging.getLogger(__name__)
 
 WHITEOUT_PREFIX = ".wh."
-WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -291,7 +290,7 @@ class _DirMeta:
     """The owner, mode, times and xattrs a directory gets when the layer is done."""
 
     mode: int
-    uid: int
+    uid: int  # -1: as the kernel made it (fchown leaves it)
     gid: int
     times: tuple[int, int] | None  # (atime_ns, mtime_ns); None leaves them as they fall
     xattrs: Xattrs = field(default_factory=list)
@@ -473,21 +472,21 @@ class _Applier:
         missing = _Refused(f"the hardlink target {info.linkname!r} does not exist in the rootfs")
         if not target:
             raise _Refused("a hardlink to the root directory")
+        # What is at the name goes first, as in containerd: a target looked up through it (or
+        # the name itself) is then missing.
+        name = path[-1]
+        self._clear(parent, path, keep_dir=False)
         found = self._resolve(target[:-1], create=False)
         if found is None:
             raise missing
-        target_real, target_parent = found
+        target_parent = found[1]
         try:
-            if (*target_real, target[-1]) == path:
-                raise _Refused("a hardlink to itself")
             try:
                 st = os.lstat(target[-1], dir_fd=target_parent)
             except FileNotFoundError:
                 raise missing from None
             if stat.S_ISDIR(st.st_mode):
                 raise _Refused(f"the hardlink target {info.linkname!r} is a directory")
-            name = path[-1]
-            self._clear(parent, path, keep_dir=False)
             # linkat without AT_SYMLINK_FOLLOW: links the name found, even a symlink.
             os.link(target[-1], name, src_dir_fd=target_parent, dst_dir_fd=parent,
                     follow_symlinks=False)  # fmt: skip
@@ -542,9 +541,8 @@ class _Applier:
         directory. The directory is resolved in the root like any entry's parent, and made
         when missing, as containerd does; what this layer adds is never removed."""
         self.stats.whiteouts += 1
-        if base != WHITEOUT_OPAQUE and base.startswith(WHITEOUT_META_PREFIX):
-            log.debug("%s: ignoring whiteout metadata entry %s", self.label, join(parts))
-            return
+        # `.wh..wh.plnk` and the like (aufs's) are whiteouts of `.wh.plnk` like any other, as
+        # Docker's overlayfs storage and umoci take them: only the opaque marker is special.
         name = base[len(WHITEOUT_PREFIX) :]
         if base != WHITEOUT_OPAQUE and name in ("", ".", ".."):
             raise _Refused(f"a whiteout of {name!r}")
@@ -634,9 +632,10 @@ class _Applier:
         return found
 
     def _made(self, real: Parts) -> None:
-        # Docker gives a parent directory the tar does not list 0755 root (umoci, through
-        # the umask, too); a listing later in the layer overrides it.
-        self.dirs.setdefault(join(real), _DirMeta(_IMPLICIT_DIR_MODE, 0, 0, None))
+        # Docker gives a parent directory the tar does not list mode 0755 and the owner the
+        # kernel gives it (root, and the group of a setgid parent: containerd makes it and
+        # only chmods it); a listing later in the layer overrides it.
+        self.dirs.setdefault(join(real), _DirMeta(_IMPLICIT_DIR_MODE, -1, -1, None))
 
     def _forget(self) -> None:
         if self._cached is not None:

@@ -87,10 +87,12 @@ def resolve(
     """
     pending = list(reversed(parts))  # the components still to walk, the next one last
     real: list[str] = []
-    # Components past the end of what exists. As in continuity's RootPath (containerd), they
-    # are taken as names: a `..` after one takes it away again (`nowhere/../etc` is `etc`),
-    # and they are made only when the walk is over.
+    # Components past the end of what exists as directories (a missing name, or a file:
+    # `blocked`). As in continuity's RootPath (containerd), they are taken as names: a `..`
+    # after one takes it away again (`nowhere/../etc` and `file/../etc` are `etc`), and they
+    # are made only when the walk is over.
     absent: list[str] = []
+    blocked = False
     links = 0
     fd = os.dup(root_fd)
     try:
@@ -99,6 +101,7 @@ def resolve(
             if name == "..":  # only symlink targets bring these: never above the root
                 if absent:
                     absent.pop()
+                    blocked = blocked and bool(absent)
                 elif real:
                     real.pop()
                     os.close(fd)
@@ -130,16 +133,17 @@ def resolve(
                         fd = os.dup(root_fd)
                     pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
                     continue
-                if create is not None:
-                    raise PathRefused(f"{join((*real, name))} is not a directory") from None
-                os.close(fd)
-                return None
+                absent.append(name)
+                blocked = True
+                continue
             os.close(fd)
             fd = child
             real.append(name)
         if len(real) + len(absent) > max_depth:
             raise PathRefused(f"{join(parts)!r} resolves deeper than {max_depth} directories")
         if absent:
+            if blocked and create is not None:
+                raise PathRefused(f"{join((*real, absent[0]))} is not a directory")
             if create is None:
                 os.close(fd)
                 return None
