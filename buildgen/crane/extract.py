@@ -632,10 +632,25 @@ class _Applier:
         return found
 
     def _made(self, real: Parts) -> None:
-        # Docker gives a parent directory the tar does not list mode 0755 and the owner the
-        # kernel gives it (root, and the group of a setgid parent: containerd makes it and
-        # only chmods it); a listing later in the layer overrides it.
-        self.dirs.setdefault(join(real), _DirMeta(_IMPLICIT_DIR_MODE, -1, -1, None))
+        """Docker gives a parent directory the tar does not list mode 0755 and the owner the
+        kernel gives it: root, and the group of a setgid parent (containerd makes it and only
+        chmods it). A parent this layer lists is 0700 root until the layer is done, so its
+        setgid group is taken from the listing; a listing later in the layer overrides all."""
+        gid = -1
+        meta = self.dirs.get(join(real[:-1]))
+        if meta is not None:
+            if meta.mode & stat.S_ISGID:
+                gid = meta.gid
+        else:
+            fd = open_dir(self.root_fd, real[:-1])
+            if fd is not None:
+                try:
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+                if st.st_mode & stat.S_ISGID:
+                    gid = st.st_gid
+        self.dirs.setdefault(join(real), _DirMeta(_IMPLICIT_DIR_MODE, -1, gid, None))
 
     def _forget(self) -> None:
         if self._cached is not None:
