@@ -65,7 +65,6 @@ from registries import FaultProxy
 from synth import push_synthetic
 
 import buildgen as buildgen_package
-from buildgen.cli.app import DEFAULT_LOCK_JOBS
 from buildgen.model import lockfile as lockfile_format
 from buildgen.model.catalog import load_catalog
 from buildgen.model.plan import make_plan
@@ -328,7 +327,7 @@ def table(rows: list[Measured], out: Callable[[str], None]) -> None:
 
 def concurrency() -> int:
     """Requests `buildgen lock` has in flight: its --jobs default (workers and pool alike)."""
-    return DEFAULT_LOCK_JOBS
+    return lock.DEFAULT_JOBS
 
 
 def ceilings(rows: list[Measured], n: int) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from buildgen.cli.app import main
+from buildgen.cli import main
 
 
 def buildgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -109,9 +109,9 @@ def test_bad_input_is_exit_2(args: list[str], message: str) -> None:
     ("text", "size"), [("0", 0), ("500M", 500 * 10**6), ("20G", 20 * 10**9), ("3gb", 3 * 10**9)]
 )
 def test_byte_sizes(text: str, size: int) -> None:
-    from buildgen.cli.app import _byte_size
+    from buildgen.cli.materialize import byte_size
 
-    assert _byte_size(text) == size
+    assert byte_size(text) == size
 
 
 def test_dry_run_needs_no_docker(tmp_path: Path) -> None:
@@ -168,3 +168,51 @@ def test_invalid_catalog_is_exit_2_without_traceback(tmp_path: Path) -> None:
     )
     assert "missing required key 'platforms'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+IMPORTED_AFTER = """\
+import contextlib, io, sys
+from buildgen.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def imported_after(*args: str) -> set[str]:
+    """The modules `buildgen ARGS` imports (run in a fresh interpreter)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTED_AFTER, *args], capture_output=True,
+                            text=True, cwd=REPO, check=True)  # fmt: skip
+    return set(result.stdout.split())
+
+
+def test_resolve_imports_no_catalog_pydantic_jinja2_or_yaml(tmp_path: Path) -> None:
+    """The crane runner runs it before every eval: it reads the lockfile alone."""
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(json.dumps({"lockVersion": 1, "registry": "r.io/x", "images": {}}))
+    modules = imported_after("resolve", "--lock", str(lock), "--benchmark", "b", "--agent", "a",
+                             "--platform", "linux/amd64")  # fmt: skip
+    assert "buildgen.cli.resolve" in modules and "buildgen.crane.resolve" in modules
+    heavy = {"jinja2", "pydantic", "yaml", "buildgen.model.catalog", "buildgen.model.plan"}
+    assert not heavy & modules
+
+
+def test_help_imports_no_verb() -> None:
+    modules = imported_after("--help")
+    assert not {m for m in modules if m.startswith("buildgen.cli.") and m != "buildgen.cli.common"}
+
+
+def test_buildx_output_passes_through_at_every_verbosity(tmp_path: Path) -> None:
+    """It is buildx's own, not buildgen's messages: -q hides buildgen's, not buildx's."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\necho "fake buildx: $3 $4"\n')
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(sys.executable)}"}
+    out = tmp_path / "out"
+    quiet = buildgen("bake", "-q", "--select", "agents/*", "--out", str(out), env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == f"fake buildx: -f {out / 'docker-bake.001.hcl'}\n"
+    normal = buildgen("bake", "--select", "agents/*", "--out", str(out), env=env)
+    assert f"fake buildx: -f {out / 'docker-bake.001.hcl'}\n" in normal.stderr
+    assert "docker buildx bake -f" in normal.stderr  # the command, logged by buildgen

@@ -1,172 +1,30 @@
-"""buildgen.registry.fanout, and RegistryClient.head_manifests / get_manifests on top of it.
+"""RegistryClient.head_manifests / get_manifests / tag_digests: many requests at once.
 
-Against the real registry (plain and TLS, and a token-auth one), through FaultProxy for resets,
-and against `Odd`, a raw HTTP/1.1 server in this file whose answers are picked by path, for every
-answer the fan-out must leave to the full path.
+Against the real registry (plain and TLS, and a token-auth one), through FaultProxy for resets
+and 503s, and through `_Untold` and `_Statuses`, transports in this file that take a header off
+the registry's answers or record them.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
 from components import Registry
 from registries import FaultProxy, RunningRegistry, start_registry, write_docker_config
-from test_transport import Server, push_manifest, unique
+from test_transport import push_manifest, unique
 
-from buildgen.registry import RegistryClient, RegistryError, RegistryOptions, fanout, sha256_digest
-from buildgen.registry.fanout import Request, fetch_many
+from buildgen.registry import RegistryClient, RegistryError, RegistryOptions, sha256_digest
+from buildgen.registry.manifests import Manifests
 
 
 def options(**extra: object) -> RegistryOptions:
     return RegistryOptions(docker_config="/nonexistent", **extra)  # type: ignore[arg-type]
 
 
-def fetch(requests: list[Request], *, concurrency: int = 4, timeout: float = 10.0) -> list:  # type: ignore[type-arg]
-    return fetch_many(
-        requests,
-        concurrency=concurrency,
-        timeout=timeout,
-        tls=ssl.create_default_context,
-        max_body=1000,
-    )
-
-
-class Odd(Server):
-    """A raw HTTP/1.1 server: the answer is picked by the request's path (see ANSWERS)."""
-
-    ANSWERS: ClassVar[dict[str, bytes]] = {
-        "/ok": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nX-A: 2\r\n\r\nok",
-        "/head": b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n",  # HEAD: no body
-        "/missing": b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-        "/close": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-        "/http10": b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-        "/no-length": b"HTTP/1.1 200 OK\r\n\r\nok",
-        "/too-big": b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
-        "/interim": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-        "/extra": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n",
-        "/garbage": b"SSH-2.0-OpenSSH\r\n\r\n",
-        "/folded": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\n  2\r\n\r\n",
-        "/split": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsp",  # then "lt" later
-        "/hangup": b"",
-        "/truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
-        "/slow": b"",  # never answers
-    }
-
-    def __init__(self) -> None:
-        super().__init__(self.serve)
-        self.key = ("http", "127.0.0.1", self.port)
-        self.paths: list[str] = []
-
-    def serve(self, sock: socket.socket, reader: Any) -> None:
-        while True:
-            line = reader.readline()
-            if not line:
-                return
-            path = line.split()[1].decode()
-            while reader.readline() not in (b"\r\n", b""):
-                pass
-            self.paths.append(path)
-            if path == "/slow":
-                self.stopping.wait(30)
-                return
-            sock.sendall(self.ANSWERS[path])
-            if path == "/split":
-                time.sleep(0.05)
-                sock.sendall(b"lt")
-            if path in ("/hangup", "/truncated", "/close", "/http10"):
-                return
-
-    def request(self, path: str, method: str = "GET") -> Request:
-        return Request.build(self.key, method, path, [("Host", "odd"), ("Accept", "*/*")])
-
-
-@pytest.fixture
-def odd() -> Iterator[Odd]:
-    server = Odd()
-    yield server
-    server.stop()
-
-
-def test_plain_answers_on_kept_alive_connections(odd: Odd) -> None:
-    requests = [odd.request("/ok") for _ in range(20)] + [odd.request("/missing")]
-    requests.append(odd.request("/head", "HEAD"))
-    requests.append(odd.request("/split"))
-    results = fetch(requests, concurrency=3)
-    assert results[0] == (200, {"content-length": "2", "x-a": "1, 2"}, b"ok")
-    assert all(result == results[0] for result in results[1:20])
-    assert results[20] == (404, {"content-length": "0"}, b"")
-    assert results[21] == (200, {"content-length": "99"}, b"")  # a HEAD has no body
-    assert results[22] is not None and results[22][2] == b"splt"
-    assert odd.connections == 3  # one per slot, kept alive throughout
-
-
-@pytest.mark.parametrize(
-    "path",
-    ["/chunked", "/no-length", "/too-big", "/interim", "/extra", "/garbage", "/folded",
-     "/hangup", "/truncated"],
-)  # fmt: skip
-def test_anything_out_of_the_plain_is_left_to_the_full_path(odd: Odd, path: str) -> None:
-    # The odd answer gives None (and closes its connection); the others are unaffected.
-    results = fetch(
-        [odd.request("/ok"), odd.request(path), *[odd.request("/ok")] * 5], concurrency=2
-    )
-    assert results[1] is None
-    assert results[0] is not None
-    assert [r for r in results[2:] if r is None] in ([], [None] * len(results[2:]))
-
-
-def test_a_server_that_closes_takes_no_more_requests(odd: Odd) -> None:
-    for path in ("/close", "/http10"):
-        results = fetch([odd.request(path), odd.request("/ok")], concurrency=1)
-        assert results[0] is not None and results[0][2] == b"ok"
-        assert results[1] is None  # its connection was gone: the full path sends it
-
-
-def test_timeouts_and_unreachable_hosts(odd: Odd) -> None:
-    start = time.monotonic()
-    results = fetch([odd.request("/slow"), odd.request("/ok")], concurrency=2, timeout=0.5)
-    assert results[0] is None and results[1] is not None
-    assert time.monotonic() - start < 5
-    closed = socket.create_server(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
-    request = Request.build(("http", "127.0.0.1", port), "GET", "/ok", [("Host", "x")])
-    assert fetch([request, request]) == [None, None]
-
-
-def test_requests_that_cannot_be_sent_as_they_are() -> None:
-    key = ("http", "127.0.0.1", 1)
-    for headers in ([("Host", "a\r\nX-Injected: 1")], [("Host", "a\nb")], [("Host", "a\0")]):
-        with pytest.raises(ValueError, match="line break"):
-            Request.build(key, "GET", "/v2/", headers)
-    for target in ("/v2/\u00e9", "http://x/v2/"):
-        with pytest.raises(ValueError, match="origin-form"):
-            Request.build(key, "GET", target, [("Host", "a")])
-
-
-# -- RegistryClient on the real registry -----------------------------------------------------
-
-
-def test_many_heads_and_gets_equal_one_at_a_time(
-    registry: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    answered: list[int] = []
-    original = fanout.fetch_many
-
-    def counting(*args: Any, **kwargs: Any) -> list[fanout.Result]:
-        results = original(*args, **kwargs)
-        answered.append(sum(result is not None for result in results))
-        return results
-
-    monkeypatch.setattr(fanout, "fetch_many", counting)
+def test_many_heads_and_gets_equal_one_at_a_time(registry: Registry) -> None:
     with RegistryClient(options()) as client:
         repo = unique(registry.host, "many")
         manifests = {
@@ -176,10 +34,15 @@ def test_many_heads_and_gets_equal_one_at_a_time(
         before = dict(client.stats)
         heads = client.head_manifests(items, workers=4)
         seen: dict[int, Any] = {}
-        gets = client.get_manifests(items, workers=4, each=lambda i, m: seen.setdefault(i, m))
+
+        def each(index: int, manifest: Any) -> None:
+            assert index not in seen
+            seen[index] = manifest
+
+        gets = client.get_manifests(items, workers=4, each=each)
         assert seen == dict(enumerate(gets))  # each one, once, as it came
         assert client.stats["HEAD manifest"] - before.get("HEAD manifest", 0) == 13
-        assert answered == [12, 12]  # all but the first of each went out together
+        assert client.stats["GET manifest"] - before.get("GET manifest", 0) == 13
         assert heads[-1] is None and gets[-1] is None
         for (_, tag), head, got in zip(items, heads, gets, strict=False):
             if tag == "absent":
@@ -191,19 +54,26 @@ def test_many_heads_and_gets_equal_one_at_a_time(
             )
             assert got is not None and got.data == data and got.digest == head.digest
         assert client.head_manifests([], workers=4) == []
+        assert client.get_manifests(items[:1], workers=4) == gets[:1]
 
 
-def test_tag_digests_ask_if_none_match(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    statuses: list[int] = []
-    original = fanout.fetch_many
+class _Statuses(httpx.BaseTransport):
+    """httpx's transport, recording the status of every manifest HEAD."""
 
-    def recording(*args: Any, **kwargs: Any) -> list[fanout.Result]:
-        results = original(*args, **kwargs)
-        statuses.extend(result[0] for result in results if result is not None)
-        return results
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.statuses: list[int] = []
 
-    monkeypatch.setattr(fanout, "fetch_many", recording)
-    with RegistryClient(options()) as client:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "HEAD" and "/manifests/" in request.url.path:
+            self.statuses.append(response.status_code)
+        return response
+
+
+def test_tag_digests_ask_if_none_match(registry: Registry) -> None:
+    recording = _Statuses()
+    with RegistryClient(options(), transport=recording) as client:
         repo = unique(registry.host, "etag")
         digests = [
             sha256_digest(push_manifest(client, repo, f"t{i}", f"E{i}".encode())) for i in range(6)
@@ -217,13 +87,11 @@ def test_tag_digests_ask_if_none_match(registry: Registry, monkeypatch: pytest.M
         # (404); a digest reference is never asked conditionally: distribution would answer 304
         # without looking it up.
         assert now == [*digests[:4], digests[4], moved, None, None]
-        assert sorted(statuses) == [200, 200, 304, 304, 304, 404, 404]  # the first went alone
+        assert sorted(recording.statuses) == [200, 200, 304, 304, 304, 304, 404, 404]
         for (_, tag), digest in zip(items[:6], now, strict=False):
             head = client.head_manifest(repo, tag)
             assert head is not None and head.digest == digest
-    with RegistryClient(options(), transport=httpx.HTTPTransport()) as full:  # no fan-out
-        assert full.tag_digests(items, believed, workers=3) == now
-        assert full.stats["HEAD manifest"] == len(items)
+        assert client.tag_digests(items, believed, workers=1) == now
 
 
 class _Untold(httpx.BaseTransport):
@@ -246,13 +114,13 @@ def test_heads_that_do_not_tell_the_digest_are_completed_many_at_once(
         repo = unique(registry.host, "untold")
         data = [push_manifest(client, repo, f"t{i}", f"U{i}".encode()) for i in range(6)]
     batches: list[int] = []
-    original = RegistryClient.get_manifests
+    original = Manifests.gets
 
-    def counting(self: RegistryClient, items: Any, **kwargs: Any) -> Any:
+    def counting(self: Manifests, items: Any, *args: Any, **kwargs: Any) -> Any:
         batches.append(len(items))
-        return original(self, items, **kwargs)
+        return original(self, items, *args, **kwargs)
 
-    monkeypatch.setattr(RegistryClient, "get_manifests", counting)
+    monkeypatch.setattr(Manifests, "gets", counting)
     items = [(repo, f"t{i}") for i in range(6)] + [(repo, "absent")]
     with RegistryClient(options(), transport=_Untold()) as client:
         heads = client.head_manifests(items, workers=3)
@@ -265,7 +133,7 @@ def test_heads_that_do_not_tell_the_digest_are_completed_many_at_once(
         ]
 
 
-def test_resets_go_the_full_way(registry: Registry) -> None:
+def test_resets_and_503s_are_retried(registry: Registry) -> None:
     with (
         FaultProxy(registry.host, rate=0.0) as proxy,
         RegistryClient(options(backoff=0.01)) as client,

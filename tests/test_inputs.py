@@ -1,11 +1,12 @@
-"""Build-inputs hashes: .dockerignore semantics and what changes a hash (and what does not)."""
+"""Build-inputs hashes and the catalog digest: .dockerignore semantics and what changes a hash
+(and what does not)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_repo_catalog
+from conftest import REPO, copy_repo_catalog, write_catalog
 
 from buildgen.model.catalog import load_catalog
 from buildgen.model.inputs import DockerIgnore
@@ -87,3 +88,44 @@ def test_exec_bit_counts(tmp_path: Path) -> None:
         "evals/swe-mini--shell-agent:django__django-11099",
         "evals/swe-mini--shell-agent:sympy__sympy-20590",
     }
+
+
+# Every kind of value the catalog model holds (provides as strings and as mappings, inline and
+# file task lists, combinations, labels at both levels).
+DIGEST_CATALOG = """
+# a comment
+version: 1
+registry: ghcr.io/acme/evals
+platforms: [linux/amd64, linux/arm64]
+labels: {org.example.team: evals}
+core:
+  crane-runner: {context: ., dockerfile: runner/Dockerfile, target: final}
+benchmarks:
+  tb: {context: tb, version: 1.0.0, args: {PYTHON: '3.11'}, description: Terminal tasks}
+  swe: {context: swe, platforms: [linux/amd64], tasks: tasks.txt, cache_from: [type=gha]}
+  inline: {context: tb, tasks: [t1, t2]}
+agents:
+  a1: {context: a1, version: 2.0.14}
+  a2: {context: a2, provides: [/opt/a2, {path: /etc/a2, mode: '0700', uid: 1000, gid: 1000}]}
+gateways:
+  gw: {context: gw, labels: {tier: gateway}}
+combinations:
+  - {benchmark: tb, agents: ['*'], gateway: gw, version: 1.0.0}
+  - {benchmark: swe, agents: [a1]}
+"""
+
+
+def test_catalog_digest_is_what_lockfiles_recorded(tmp_path: Path) -> None:
+    """Lockfiles record the catalog digest: a new buildgen must give the same one."""
+    dirs = ("runner", "tb", "swe", "a1", "a2", "gw")
+    files = {"tasks.txt": "# ids\nt-1\nt-2\n"}
+    catalog = load_catalog(write_catalog(tmp_path / "a", DIGEST_CATALOG, *dirs, files=files))
+    assert catalog.digest == (
+        "sha256:2c8c72bea68a22270164af2bb5605ce34764862cd0017eedb51abf94c19549bd"
+    )
+    # Comments, flow or block style and key order do not count.
+    reordered = DIGEST_CATALOG.replace("# a comment\n", "").replace(
+        "  a1: {context: a1, version: 2.0.14}", "  a1:\n    version: 2.0.14\n    context: a1"
+    )
+    again = load_catalog(write_catalog(tmp_path / "b", reordered, *dirs, files=files))
+    assert again.digest == catalog.digest

@@ -54,7 +54,9 @@ from buildgen.registry import (
     redact,
     sha256_digest,
 )
-from buildgen.registry.auth import DockerCredentials, parse_challenges, parse_token_response
+from buildgen.registry.auth import parse_token_response
+from buildgen.registry.challenges import parse_challenges
+from buildgen.registry.credentials import DockerCredentials
 from buildgen.registry.retry import parse_retry_after
 
 # -- helpers ---------------------------------------------------------------------------------

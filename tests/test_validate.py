@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, write_catalog
 
-from buildgen.cli.app import main
+from buildgen.cli import main
 
 HEADER = """
 version: 1
@@ -94,6 +94,7 @@ CASES = [
     ("combination unknown gateway", B + "combinations:\n  - {benchmark: tb, agents: ['*'], gateway: nope}\n", "11:45: unknown gateway 'nope'"),
     ("combination glob matches nothing", B + "combinations:\n  - {benchmark: 'x*', agents: ['*']}\n", "11:17: pattern 'x*' matches no benchmark"),
     ("combination repeated pair", B + "combinations:\n  - {benchmark: tb, agents: [a1]}\n  - {benchmark: tb, agents: ['*']}\n", "12:5: combination tb--a1 is already made by combination rule 1"),
+    ("platform not a string, with combinations", B.replace("a1: {context: a1}", "a1: {context: a1, platforms: [[linux/amd64]]}") + "combinations:\n  - {benchmark: tb, agents: [a1]}\n", "7:33: 'agents.a1.platforms' must be a string, not a list"),
     ("combination without common platform", B.replace("a1: {context: a1}", "a1: {context: a1, platforms: [linux/arm64]}").replace("tb: {context: tb, version: 1.0.0}", "tb: {context: tb, platforms: [linux/amd64]}") + "combinations:\n  - {benchmark: tb, agents: [a1]}\n", "11:5: combination tb--a1 has no platform that tb and a1 all have"),
     ("non-NFC text", H + 'agents:\n  a1: {context: a1, labels: {x: "e\\u0301"}}\n', "5:33: string is not in Unicode normalization form C"),
     ("catalog version", "version: 2\nregistry: r.io/x\nplatforms: [linux/amd64]\n", "1:10: unsupported catalog version 2"),
@@ -166,3 +167,20 @@ def test_yaml_merge_keys_may_be_overridden(
     from buildgen.model.catalog import load_catalog
 
     assert load_catalog(path).model.agents["a2"].version == "2.0.0"
+
+
+def test_combination_rules_make_each_pair_once_in_order(tmp_path: Path) -> None:
+    from buildgen.model.catalog import load_catalog
+
+    text = H + (
+        "benchmarks:\n  tb: {context: tb}\n  swe: {context: swe}\n"
+        "agents:\n  a1: {context: a1}\n  a2: {context: a2}\n"
+        "gateways:\n  gw: {context: gw}\n"
+        "combinations:\n"
+        "  - {benchmark: '*', agents: [a2, '*'], gateway: gw}\n"  # globs sorted, each agent once
+    )
+    catalog = load_catalog(write_catalog(tmp_path, text, *DIRS))
+    made = [(p.index, p.benchmark, p.agent, p.rule.gateway) for p in catalog.pairings]
+    assert made == [
+        (0, "swe", "a2", "gw"), (0, "swe", "a1", "gw"), (0, "tb", "a2", "gw"), (0, "tb", "a1", "gw"),
+    ]  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from buildgen.cli.app import _parser
+from buildgen.cli import build_parser
 from buildgen.errors import UsageError
 from buildgen.model.catalog import load_catalog
 from buildgen.model.plan import make_plan
@@ -148,7 +148,7 @@ ALL_COMMANDS = [c for p in (LOCK_CHECK, RELEASE) for c in buildgen_commands(p)]
 
 def verbs() -> dict[str, argparse.ArgumentParser]:
     """buildgen's subcommand parsers by verb, as `buildgen.cli` builds them."""
-    actions = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     assert len(actions) == 1, "buildgen's parser has no (or several) subcommand groups"
     return dict(actions[0].choices)
 
@@ -177,7 +177,7 @@ def problems(argv: tuple[str, ...]) -> list[str]:
             if flag not in accepted:  # exact: argparse would also take an abbreviation
                 found.append(f"`buildgen {verb}` has no flag {flag}")
     try:
-        _parser().parse_args([verb, *rest])  # values, required flags, exclusive groups
+        build_parser().parse_args([verb, *rest])  # values, required flags, exclusive groups
     except UsageError as exc:
         found.append(f"`buildgen {verb}` rejects it: {exc}")
     return found

@@ -3,21 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from buildgen.build.incremental import published
 from buildgen.build.render import (
     DEFAULT_SHARD_SIZE,
     BakeFile,
@@ -26,14 +26,22 @@ from buildgen.build.render import (
     select_shard,
     shard,
 )
+from buildgen.build.results import (
+    ImageResult,
+    Results,
+    collect,
+    load_existing,
+    load_results,
+    results_path,
+)
+from buildgen.build.retry import Action, FailedRun, builder_error, daemon_gone, decide
 from buildgen.errors import ExternalToolError, UsageError
 from buildgen.model.plan import Plan, PlannedImage
-
-if TYPE_CHECKING:
-    from buildgen.build.results import Results
-    from buildgen.registry import RegistryClient
+from buildgen.registry import RegistryClient, RegistryOptions
 
 log = logging.getLogger(__name__)
+# buildx's own output, passed through line by line (the CLI shows it at every verbosity).
+buildx_output = log.getChild("buildx")
 
 BAKE_FILE_PATTERN = "docker-bake.*.hcl"
 PLAN_FILE = "plan.json"
@@ -43,7 +51,8 @@ PUSH_BY_DIGEST_DRIVERS = ("docker-container", "kubernetes", "remote")
 
 @dataclass(frozen=True)
 class BakeOptions:
-    """What `buildgen bake` was asked to do."""
+    """How to render and run a plan's bake files: the push mode and the images published
+    already are decided (`bake_plan` decides them for `buildgen bake`)."""
 
     out: Path
     push: PushMode = PushMode.NONE
@@ -230,7 +239,6 @@ class Failure:
 def run_file(path: Path, command: Sequence[str], cwd: Path, tail_lines: int = 25) -> FileOutcome:
     """Run one buildx command, passing its output through line by line (and keeping the end)."""
     log.info("%s", shlex.join(command))
-    sys.stderr.flush()
     tail: deque[str] = deque(maxlen=tail_lines)
     with subprocess.Popen(
         command,
@@ -243,7 +251,7 @@ def run_file(path: Path, command: Sequence[str], cwd: Path, tail_lines: int = 25
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:
-            sys.stderr.write(line)
+            buildx_output.info("%s", line.rstrip("\n"))
             tail.append(line.rstrip("\n"))
     return FileOutcome(path, tuple(command), process.returncode, _read_metadata(path), tuple(tail))
 
@@ -275,8 +283,9 @@ def _read_metadata(bake_file: Path) -> dict[str, Any]:
 
 def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | None:
     """Build every file. With a push, record what each target pushed as it lands (also when
-    others fail) and the unchanged images; with --keep-going, a failed file's unbuilt targets
-    are retried in halves until each failure stands alone.
+    others fail) and the unchanged images; what did not land is built again as the retry
+    policy decides (retry.py): again, without the cache, or (--keep-going) in halves until
+    each failure stands alone.
 
     Raises ExternalToolError (exit 3) when any target failed, after the results are written.
     """
@@ -294,7 +303,6 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         raise ValueError("a registry client is needed to record what was pushed")
     if bake_run.files:
         _require_docker(options)
-    from buildgen.build.results import ImageResult, collect, load_existing, results_path
 
     plan = bake_run.plan
     path = results_path(options.out.resolve(), options.platform)
@@ -314,8 +322,8 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     ]
     failures: list[Failure] = []
     retries = 0
-    stopped = daemon_gone = False
-    rebuilt: set[str] = set()  # targets built again after a builder error
+    stopped = gone = False
+    rebuilt: set[str] = set()  # targets built again without the cache after a builder error
 
     def requeue(images: Sequence[PlannedImage], attempts: int, *extra: str) -> None:
         nonlocal retries
@@ -330,9 +338,7 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         bake_file, file_path, command, attempts = queue.pop(0)
         if stopped:
             reason = (
-                "the Docker daemon stopped answering"
-                if daemon_gone
-                else "an earlier bake file failed"
+                "the Docker daemon stopped answering" if gone else "an earlier bake file failed"
             )
             for image in bake_file.targets:
                 results.failed[image.key] = f"not built: {reason}"
@@ -343,43 +349,44 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         if outcome.returncode == 0:
             continue
         unbuilt = [image for image in bake_file.targets if image.key in results.failed]
-        # The daemon gone: nothing more can be built, not again and not in halves.
-        daemon_gone = daemon_gone or any(_DAEMON_GONE in line for line in outcome.tail)
-        builder_error = None if daemon_gone else _builder_error(outcome.tail)
-        if not unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
-            failures.append(Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail))
-            stopped = daemon_gone or not options.keep_going
-        elif daemon_gone or (attempts == 0 and len(unbuilt) > 1 and not options.keep_going):
-            failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
-                         for i in unbuilt]  # fmt: skip
-            stopped = True
-        elif attempts > 0:
-            # Registries fail transiently under concurrent pushes (distribution 2.8 answers 500
-            # on a tag being rewritten): build what did not land once more; cached work is
-            # not redone, so a real failure costs little to confirm. After a builder error,
-            # without the build cache (see _BUILDER_ERRORS).
-            uncached = _without_cache(unbuilt) if builder_error else ()
-            log.warning("%d target(s) not built; building them again%s", len(unbuilt),
-                        ", without the cache" if uncached else "")  # fmt: skip
-            requeue(unbuilt, attempts - 1, *uncached)
-        elif len(unbuilt) == 1 and builder_error and unbuilt[0].key not in rebuilt:
-            # It failed alone, in the builder rather than in its build: once more, without the
-            # build cache (the error comes back for as long as the cache holds that record).
-            rebuilt.add(unbuilt[0].key)
-            log.warning("%s: the builder failed (%s); building it once more, without the cache",
-                        unbuilt[0].key, builder_error)  # fmt: skip
-            requeue(unbuilt, 0, *_without_cache(unbuilt))
-        elif len(unbuilt) == 1:
-            image = unbuilt[0]
-            failures.append(
-                Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
-            )
-            stopped = not options.keep_going
-        else:  # --keep-going: a failing target cancels its siblings; build them in halves
-            # until every failure stands alone in its run.
-            half = (len(unbuilt) + 1) // 2
-            requeue(unbuilt[half:], 0)
-            requeue(unbuilt[:half], 0)
+        gone = gone or daemon_gone(outcome.tail)
+        failed_run = FailedRun(
+            unbuilt=tuple(image.key for image in unbuilt),
+            retries=attempts,
+            daemon_gone=gone,
+            builder_error=builder_error(outcome.tail),
+            keep_going=options.keep_going,
+            rebuilt=frozenset(rebuilt),
+        )
+        decision = decide(failed_run)
+        stopped = decision.stop
+        uncached = _without_cache(unbuilt) if decision.no_cache else ()
+        match decision.action:
+            case Action.FAIL_RUN:
+                failures.append(
+                    Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail)
+                )
+            case Action.GIVE_UP:  # one run's log for all of them: its last lines each
+                failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
+                             for i in unbuilt]  # fmt: skip
+            case Action.FAIL:
+                (image,) = unbuilt
+                failures.append(
+                    Failure(image.key, image.platforms, results.failed[image.key], outcome.tail)
+                )
+            case Action.RETRY:
+                log.warning("%d target(s) not built; building them again%s", len(unbuilt),
+                            ", without the cache" if uncached else "")  # fmt: skip
+                requeue(unbuilt, decision.retries, *uncached)
+            case Action.REBUILD_UNCACHED:
+                rebuilt.add(unbuilt[0].key)
+                log.warning("%s: the builder failed (%s); building it once more, without the "
+                            "cache", unbuilt[0].key, failed_run.builder_error)  # fmt: skip
+                requeue(unbuilt, decision.retries, *uncached)
+            case Action.SPLIT:
+                half = (len(unbuilt) + 1) // 2
+                requeue(unbuilt[half:], decision.retries)
+                requeue(unbuilt[:half], decision.retries)
     results.write(path)
     log.info(
         "recorded %d image(s) (%d unchanged), %d failed, in %s",
@@ -390,7 +397,7 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     )
     if failures:
         _report(failures)
-        if daemon_gone:
+        if gone:
             raise ExternalToolError(
                 f"{len(failures)} target(s) failed to build: the Docker daemon stopped answering "
                 "during the build. Check it (and its log), then `buildgen bake --push "
@@ -404,28 +411,9 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     return results
 
 
-# What the docker CLI says when the daemon is gone (stopped, or crashed mid-build).
-_DAEMON_GONE = "Cannot connect to the Docker daemon"
-
-# Errors of the builder itself, not of what it builds. Seen with Docker Engine 26.1's containerd
-# image store after a build was cancelled (a sibling target failed): the build cache keeps a
-# record whose snapshot is gone, and every build that hits it fails with "failed to commit <id>
-# to <id> during finalize: failed to stat active key during commit: snapshot <id> does not
-# exist: not found", until the cache is pruned. Building without the cache succeeds.
-_BUILDER_ERRORS = re.compile(
-    r"failed to commit \S+ to \S+ during finalize|failed to stat active key during commit"
-)
-
-
 def _without_cache(images: Sequence[PlannedImage]) -> tuple[str, ...]:
     """buildx arguments that build these targets (not the ones they borrow) without the cache."""
     return tuple(arg for image in images for arg in ("--set", f"{image.target}.no-cache=true"))
-
-
-def _builder_error(tail: Sequence[str]) -> str | None:
-    """The line of a failed run that blames the builder rather than the build, if any."""
-    errors = [line for line in tail if line.lstrip("#0123456789 ").startswith("ERROR")]
-    return next((line.strip() for line in errors if _BUILDER_ERRORS.search(line)), None)
 
 
 def _report(failures: Sequence[Failure]) -> None:
@@ -438,10 +426,91 @@ def _report(failures: Sequence[Failure]) -> None:
 
 def failed_keys(out: Path, platform: str | None) -> list[str]:
     """The images the last push in this build folder failed to build (for --retry-failed)."""
-    from buildgen.build.results import load_results, results_path
-
     path = results_path(out.resolve(), platform)
     if not path.exists():
         raise UsageError(f"--retry-failed: no results in {path} (run bake --push first)")
     (results,) = load_results([path])
     return sorted(results.failed)
+
+
+# -- the whole of `buildgen bake` ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BakeRequest:
+    """What `buildgen bake` was asked to do; `bake_plan` decides the push mode and which images
+    are published already."""
+
+    out: Path | None = None  # default: build/bake next to the catalog
+    platform: str | None = None
+    push: bool = False
+    push_by_digest: bool = False  # whatever the builder
+    dry_run: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    shard: tuple[int, int] | None = None
+    keep_going: bool = False
+    build_retries: int = 1
+    retry_failed: bool = False  # only the images the last push into `out` failed to build
+    rebuild: bool = False  # build images whose inputs-<hash> tag is published, too
+    extra_args: tuple[str, ...] = ()
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
+
+
+def push_mode(request: BakeRequest, detect: Callable[[], PushMode] = detect_push_mode) -> PushMode:
+    """How to push: by digest when asked; else as the builder can (`detect`), but a dry run
+    asks no builder and shows staging tags."""
+    if request.push_by_digest:
+        return PushMode.DIGEST
+    if not request.push:
+        return PushMode.NONE
+    return PushMode.STAGING if request.dry_run else detect()
+
+
+def bake_plan(plan: Plan, request: BakeRequest) -> BakeRun | None:
+    """`buildgen bake`: write the plan's bake files and, unless a dry run, build them; with a
+    push, images already published with their inputs are not built (unless `rebuild`) and
+    what was pushed is recorded.
+
+    Returns the run prepared (a dry run's commands are in it), or None when `retry_failed`
+    finds nothing that failed. Raises ExternalToolError when a build failed.
+    """
+    out = request.out if request.out is not None else plan.catalog.root / "build" / "bake"
+    if request.retry_failed:
+        keys = set(failed_keys(out, request.platform))
+        if not keys:
+            log.info("nothing failed last time: nothing to retry")
+            return None
+        plan = replace(plan, images=tuple(i for i in plan.images if i.key in keys))
+        log.info("retrying %d image(s) that failed last time", len(plan.images))
+    push = push_mode(request)
+    options = BakeOptions(
+        out=out,
+        push=push,
+        platform=request.platform,
+        shard_size=request.shard_size,
+        extra_args=request.extra_args,
+        shard=request.shard,
+        keep_going=request.keep_going,
+        build_retries=max(0, request.build_retries),
+    )
+    with contextlib.ExitStack() as stack:
+        client = None
+        if push is not PushMode.NONE and not request.dry_run:
+            client = stack.enter_context(RegistryClient(request.registry))
+        part = restrict(plan, options)  # this run's platform and shard
+        if client is not None and not request.rebuild:
+            needed = {k: plan.all_images[k] for i in part.images for k in (i.key, *i.depends_on)}
+            options = replace(options, prebuilt=published(needed.values(), client))
+        bake_run = prepare(plan, options, part=part)
+        pushing = {PushMode.DIGEST: "; pushing by digest", PushMode.STAGING: "; pushing under "
+                   "staging tags", PushMode.NONE: ""}[push]  # fmt: skip
+        log.info("%d image(s) to build in %d bake file(s) under %s, %d unchanged%s",
+                 len(bake_run.plan.images) - len(bake_run.unchanged), len(bake_run.files), out,
+                 len(bake_run.unchanged), pushing)  # fmt: skip
+        if request.dry_run:
+            return bake_run
+        if not bake_run.files and not bake_run.unchanged:
+            log.warning("nothing to build")
+            return bake_run
+        bake(bake_run, client)
+    return bake_run

@@ -33,7 +33,7 @@ from buildgen.crane.unpacked import Layer, UnpackedCache, chain_id_of
 from buildgen.errors import CheckFailed, ExternalToolError, UsageError
 from buildgen.fsutil import read_xattrs, sha256_file
 from buildgen.model.fusion import Provided
-from buildgen.registry import MANIFEST_TYPES, RegistryClient, RegistryError
+from buildgen.registry import MANIFEST_TYPES, RegistryClient, RegistryError, RegistryOptions
 from buildgen.registry.reference import parse_repository
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 TAR = "application/vnd.oci.image.layer.v1.tar"
 # Unpacked layers take about this many times their compressed size (a safe side estimate).
 EXPANSION = 3
+DEFAULT_UNPACKED_LIMIT = 20 * 10**9  # bytes of files kept unpacked in the cache
 
 
 @dataclass
@@ -371,4 +372,47 @@ def materialize(
         if part.provides:
             entry["provides"] = [p.to_json() for p in part.provides]
         record["images"][part.role] = entry
+    return record
+
+
+# -- the whole of `buildgen materialize` -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaterializeOptions:
+    """Where `buildgen materialize` fuses the images, and what it keeps between runs."""
+
+    rootfs: Path  # a new or empty directory
+    cache: Path | None = None  # default: $XDG_CACHE_HOME/buildgen, else ~/.cache/buildgen
+    mirrors: tuple[str, ...] = ()  # registries tried first (host[:port])
+    unpacked_limit: int = DEFAULT_UNPACKED_LIMIT  # 0: keep no image unpacked
+    overlay: bool = False  # the rootfs an overlay mount of the unpacked image, where it may be
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
+
+
+def default_cache() -> Path:
+    """The cache of blobs and unpacked images when --cache is not given."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "buildgen"
+
+
+def materialize_pinned(
+    platform: str, pinned: Sequence[Pinned], options: MaterializeOptions
+) -> dict[str, Any]:
+    """`buildgen materialize`: fuse `pinned` (the benchmark, then what adds to it) for
+    `platform` into `options.rootfs`, through the blob cache and (a limit above 0) the unpacked
+    cache under `options.cache`; return the record of every digest used."""
+    benchmark, *others = pinned
+    for part in others:
+        if not part.provides:
+            raise UsageError(f"{part.key}: the lockfile says nothing it provides; "
+                             "re-run `buildgen lock` with this buildgen")  # fmt: skip
+    cache_root = options.cache or default_cache()
+    unpacked = None
+    if options.unpacked_limit > 0:
+        unpacked = UnpackedCache(cache_root / "unpacked", limit=options.unpacked_limit)
+    with RegistryClient(options.registry) as client:
+        record = materialize(client, benchmark, others, rootfs=options.rootfs,
+                             cache=BlobCache(cache_root), mirrors=options.mirrors,
+                             unpacked=unpacked, overlay=options.overlay)  # fmt: skip
+    record["platform"] = platform
     return record

@@ -1,12 +1,9 @@
 """The catalog: `catalog.yaml` read, validated and turned into typed, frozen values.
 
-DESIGN.md contract 2. Structural rules (keys, types) are the pydantic models of
-catalog_models.py, which are also the source of the JSON Schema (`buildgen schema`). A catalog
-of the usual, valid shape is checked and built here without them (`_catalog`: importing pydantic
-and building the models took longer than reading a 2,000-image catalog); anything else goes to
-them, for pydantic's verdict and its errors. The rules that need the file system or more than
-one entry (names, task lists, contexts, combinations) are checked after the structure. Every
-problem found is reported, each with its file, line and column.
+DESIGN.md contract 2. The structure (keys, types) is the pydantic models of catalog_models.py,
+the one model of the catalog, which the rest of buildgen reads. The rules that need the file
+system or more than one entry (names, task lists, contexts, combinations) are checked here,
+after the structure. Every problem found is reported, each with its file, line and column.
 """
 
 from __future__ import annotations
@@ -17,16 +14,26 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import semver
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from buildgen.errors import CatalogError, Location, Problem
 from buildgen.model import naming
-from buildgen.model.defaults import DEFAULT_CATALOG as DEFAULT_CATALOG
+from buildgen.model.catalog_models import (
+    Agent,
+    Benchmark,
+    CatalogModel,
+    Combination,
+    Gateway,
+    ImageSpec,
+    ProvidedPath,
+)
 from buildgen.model.naming import Axis
 from buildgen.model.platforms import platform_problem
 from buildgen.model.yamlsource import Document
@@ -41,83 +48,6 @@ MODE_RE = re.compile(r"0?[0-7]{3}|[0-7]{4}")
 # to one task's files changes only that task's build inputs.
 TASK_PLACEHOLDER = "{task}"
 
-# -- the catalog's values --------------------------------------------------------------------
-# Plain frozen dataclasses. Their fields, types and defaults are those of the pydantic models
-# in catalog_models.py (the schema, with every field's description); a test keeps them equal.
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """How to build one image; the keys every catalog entry shares."""
-
-    context: str
-    dockerfile: str | None = None
-    target: str | None = None
-    version: str | None = None
-    platforms: list[str] | None = None
-    args: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    cache_from: list[str] = field(default_factory=list)
-    cache_to: list[str] = field(default_factory=list)
-    description: str | None = None
-
-
-@dataclass(frozen=True)
-class Benchmark(ImageSpec):
-    """A benchmark: one shared environment image, or one image per task."""
-
-    tasks: str | list[str] | None = None
-
-
-@dataclass(frozen=True)
-class ProvidedPath:
-    """A directory an agent or gateway contributes to a fused rootfs, and who may read it."""
-
-    path: str
-    mode: str | None = None
-    uid: int = 0
-    gid: int = 0
-
-
-@dataclass(frozen=True)
-class Agent(ImageSpec):
-    """An agent: its files live under the paths it provides."""
-
-    provides: list[str | ProvidedPath] = field(default_factory=lambda: ["/opt/agent"])
-
-
-@dataclass(frozen=True)
-class Gateway(ImageSpec):
-    """A model gateway: its files live under the paths it provides (root-only by default)."""
-
-    provides: list[str | ProvidedPath] = field(default_factory=lambda: ["/opt/gateway"])
-
-
-@dataclass(frozen=True)
-class Combination:
-    """A rule that pre-bakes evals/<b>--<a> images (container mode)."""
-
-    benchmark: str
-    agents: list[str]
-    gateway: str | None = None
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class CatalogModel:
-    """catalog.yaml: everything buildgen builds, and how."""
-
-    version: int
-    registry: str
-    platforms: list[str]
-    labels: dict[str, str] = field(default_factory=dict)
-    core: dict[str, ImageSpec] = field(default_factory=dict)
-    benchmarks: dict[str, Benchmark] = field(default_factory=dict)
-    agents: dict[str, Agent] = field(default_factory=dict)
-    gateways: dict[str, Gateway] = field(default_factory=dict)
-    combinations: list[Combination] = field(default_factory=list)
-
-
 SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
     "core": (Axis.CORE, ImageSpec),
     "benchmarks": (Axis.BENCHMARK, Benchmark),
@@ -126,160 +56,29 @@ SECTIONS: Mapping[str, tuple[Axis, type[ImageSpec]]] = {
 }
 
 
-# -- the fast path: the usual, valid shape, without pydantic ---------------------------------
-# Each function returns the value its model would give, or raises _Declined for anything it
-# does not plainly accept, which then goes to pydantic (catalog_models.py). Declining is always
-# safe; what is accepted must be what pydantic, in strict mode, gives for it
-# (tests/test_catalog_fastpath.py: the repo's catalog, and thousands of random variations).
+_M = TypeVar("_M", bound=BaseModel)
 
 
-class _Declined(Exception):
-    """Not the plain, valid shape: let pydantic decide, and say what is wrong."""
+@dataclass(frozen=True)
+class Pairing:
+    """A benchmark and an agent that a combination rule pre-bakes into evals/<b>--<a>."""
 
-
-_T = TypeVar("_T")
-
-
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise _Declined
-    return value
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _texts(value: Any) -> list[str]:
-    if type(value) is not list:
-        raise _Declined
-    return [_text(item) for item in value]
-
-
-def _optional_texts(value: Any) -> list[str] | None:
-    return None if value is None else _texts(value)
-
-
-def _some_texts(value: Any) -> list[str]:
-    items = _texts(value)
-    if not items:
-        raise _Declined
-    return items
-
-
-def _text_map(value: Any) -> dict[str, str]:
-    if type(value) is not dict:
-        raise _Declined
-    return {_text(key): _text(item) for key, item in value.items()}
-
-
-def _count(value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise _Declined
-    return value
-
-
-def _record(kind: type[_T], value: Any, convert: Mapping[str, Callable[[Any], Any]]) -> _T:
-    """`kind` from a mapping whose keys are all known and hold what they must."""
-    if type(value) is not dict or not value.keys() <= convert.keys():
-        raise _Declined
-    try:
-        return kind(**{key: convert[key](item) for key, item in value.items()})
-    except TypeError:  # a required key is missing
-        raise _Declined from None
-
-
-def _tasks(value: Any) -> str | list[str] | None:
-    return _text(value) if type(value) is str else _optional_texts(value)
-
-
-def _provided_path(value: Any) -> str | ProvidedPath:
-    if type(value) is str:
-        return value
-    convert = {"path": _text, "mode": _optional_text, "uid": _count, "gid": _count}
-    return _record(ProvidedPath, value, convert)
-
-
-def _provides(value: Any) -> list[str | ProvidedPath]:
-    if type(value) is not list:
-        raise _Declined
-    return [_provided_path(item) for item in value]
-
-
-_SPEC_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "context": _text,
-    "dockerfile": _optional_text,
-    "target": _optional_text,
-    "version": _optional_text,
-    "platforms": _optional_texts,
-    "args": _text_map,
-    "labels": _text_map,
-    "cache_from": _texts,
-    "cache_to": _texts,
-    "description": _optional_text,
-}
-_SPEC_CONVERTERS: dict[type[ImageSpec], dict[str, Callable[[Any], Any]]] = {
-    ImageSpec: _SPEC_FIELDS,
-    Benchmark: {**_SPEC_FIELDS, "tasks": _tasks},
-    Agent: {**_SPEC_FIELDS, "provides": _provides},
-    Gateway: {**_SPEC_FIELDS, "provides": _provides},
-}
-
-
-_Spec = TypeVar("_Spec", bound=ImageSpec)
-
-
-def _spec(kind: type[_Spec], value: Any) -> _Spec:
-    return _record(kind, value, _SPEC_CONVERTERS[kind])
-
-
-def _section(kind: type[ImageSpec]) -> Callable[[Any], dict[str, Any]]:
-    def convert(value: Any) -> dict[str, Any]:
-        if value is None:  # `agents:` with nothing under it
-            return {}
-        if type(value) is not dict:
-            raise _Declined
-        return {_text(name): _spec(kind, entry) for name, entry in value.items()}
-
-    return convert
-
-
-def _combinations(value: Any) -> list[Combination]:
-    if type(value) is not list:
-        raise _Declined
-    convert = {"benchmark": _text, "agents": _some_texts, "gateway": _optional_text,
-               "version": _optional_text}  # fmt: skip
-    return [_record(Combination, rule, convert) for rule in value]
-
-
-def _schema_version(value: Any) -> int:
-    if type(value) is not int or value != SCHEMA_VERSION:
-        raise _Declined
-    return value
-
-
-_CATALOG_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "version": _schema_version,
-    "registry": _text,
-    "platforms": _some_texts,
-    "labels": _text_map,
-    **{section: _section(kind) for section, (_axis, kind) in SECTIONS.items()},
-    "combinations": _combinations,
-}
-
-
-def _catalog(data: Any) -> CatalogModel:
-    return _record(CatalogModel, data, _CATALOG_FIELDS)
+    index: int  # of the rule, in the catalog's combinations
+    rule: Combination
+    benchmark: str
+    agent: str
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """A validated catalog: the model, where it lives, and every benchmark's task ids."""
+    """A validated catalog: the model, where it lives, every benchmark's task ids and what its
+    combination rules make."""
 
     path: Path
     model: CatalogModel
     tasks: Mapping[str, tuple[str, ...]]
     digest: str
+    pairings: tuple[Pairing, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -289,9 +88,7 @@ class Catalog:
 
 def catalog_schema() -> dict[str, Any]:
     """The JSON Schema of catalog.yaml, generated from the models."""
-    from buildgen.model.catalog_models import schema
-
-    return schema()
+    return CatalogModel.model_json_schema()
 
 
 def load_catalog(path: str | os.PathLike[str]) -> Catalog:
@@ -299,17 +96,11 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     catalog_path = Path(path)
     shown = os.fspath(path)
     try:
-        raw = catalog_path.read_bytes()
+        text = catalog_path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise CatalogError(
-            [Problem(Location(shown, 1, 1), f"cannot read the catalog: {exc.strerror}")]
-        ) from None
-    try:
-        text = raw.decode("utf-8")
+        raise _unreadable(shown, f"cannot read the catalog: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise CatalogError(
-            [Problem(Location(shown, 1, 1), f"the catalog is not UTF-8: {exc.reason}")]
-        ) from None
+        raise _unreadable(shown, f"the catalog is not UTF-8: {exc.reason}") from None
     doc, problems = load_yaml(text, shown)
     if problems:
         raise CatalogError(problems)
@@ -318,13 +109,21 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     if checker.problems or model is None:
         raise CatalogError(checker.problems)
     return Catalog(
-        path=catalog_path, model=model, tasks=checker.tasks, digest=_digest(model, checker.tasks)
+        path=catalog_path,
+        model=model,
+        tasks=checker.tasks,
+        digest=_digest(model, checker.tasks),
+        pairings=tuple(checker.pairings),
     )
+
+
+def _unreadable(shown: str, message: str) -> CatalogError:
+    return CatalogError([Problem(Location(shown, 1, 1), message)])
 
 
 def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
     """The digest of what the catalog means; comments and key order don't count."""
-    normalized = {"catalog": asdict(model), "tasks": tasks}
+    normalized = {"catalog": model.model_dump(), "tasks": tasks}
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
@@ -345,6 +144,7 @@ class _Checker:
         self.root = root
         self.problems: list[Problem] = []
         self.tasks: dict[str, tuple[str, ...]] = {}
+        self.pairings: list[Pairing] = []
         self._checked_paths: dict[tuple[str, str], str | None] = {}
 
     def add(self, path: YamlPath, message: str, *, key: bool = False) -> None:
@@ -364,42 +164,51 @@ class _Checker:
             if problem:
                 self.add(("registry",), problem)
         self._platforms(data.get("platforms"), ("platforms",))
+        # With problems in the structure, each entry that is well formed by itself is still
+        # checked on: every problem is reported at once.
+        specs: dict[str, dict[str, ImageSpec | None]] = {}
         for section, (_axis, spec_type) in SECTIONS.items():
             entries = data.get(section)
             if not isinstance(entries, dict):
                 continue
-            specs = getattr(model, section) if model is not None else None
-            for name, entry in entries.items():
-                spec = specs[name] if specs is not None else self._entry(spec_type, entry)
+            valid = getattr(model, section) if model is not None else None
+            specs[section] = {
+                name: valid[name] if valid is not None else _valid(spec_type, entry)
+                for name, entry in entries.items()
+            }
+            for name, spec in specs[section].items():
                 if spec is not None:
                     self._spec(section, name, spec)
-        self._combinations(data)
+        rules = data.get("combinations")
+        if model is not None:
+            self._combinations(model.combinations, specs, model.platforms)
+        elif isinstance(rules, list):
+            top = data.get("platforms")
+            well_formed = isinstance(top, list) and top and all(isinstance(p, str) for p in top)
+            default = top if well_formed else None
+            self._combinations([_valid(Combination, rule) for rule in rules], specs, default)
         return model
 
     # -- structure ---------------------------------------------------------------------------
 
     def _structure(self, data: dict[str, Any]) -> CatalogModel | None:
         try:
-            return _catalog(data)
-        except _Declined:
-            pass
-        from buildgen.model.catalog_models import validate
+            return CatalogModel.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors(include_url=False):
+                self._pydantic_error(error)
+            return None
 
-        model, errors = validate(CatalogModel, data)
-        for error in errors:
-            self._pydantic_error(error)
-        return model if isinstance(model, CatalogModel) else None
-
-    def _pydantic_error(self, error: Mapping[str, Any]) -> None:
+    def _pydantic_error(self, error: ErrorDetails) -> None:
         loc: YamlPath = tuple(
             part for part in error["loc"] if not (isinstance(part, str) and part.startswith("["))
         )
         kind = error["type"]
         # A union (tasks: str | list) reports one error per branch; keep the location, one message.
-        loc = tuple(p for p in loc if p not in ("str", "list[str]", "list[constrained-str]"))
+        loc = tuple(p for p in loc if p not in ("str", "list[str]"))
         if kind == "extra_forbidden":
             record = _record_at(loc[:-1])
-            allowed = sorted(f.name for f in fields(record)) if record else []
+            allowed = sorted(record.model_fields) if record else []
             hint = difflib.get_close_matches(str(loc[-1]), allowed, 1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             known = f" (known keys: {', '.join(allowed)})" if allowed and not hint else ""
@@ -428,17 +237,6 @@ class _Checker:
         if any(p.location == location for p in self.problems):
             return
         self.problems.append(Problem(location, message))
-
-    def _entry(self, spec_type: type[ImageSpec], entry: Any) -> ImageSpec | None:
-        """One entry of a catalog whose structure has problems, for the checks after it."""
-        try:
-            return _spec(spec_type, entry)
-        except _Declined:
-            pass
-        from buildgen.model.catalog_models import validate
-
-        spec, _ = validate(spec_type, entry)  # its errors were reported with the whole catalog
-        return spec if isinstance(spec, spec_type) else None
 
     # -- names -------------------------------------------------------------------------------
 
@@ -606,81 +404,98 @@ class _Checker:
 
     # -- combinations ------------------------------------------------------------------------
 
-    def _combinations(self, data: dict[str, Any]) -> None:
-        rules = data.get("combinations")
-        if not isinstance(rules, list):
-            return
-        names = {
-            section: sorted(data[section]) if isinstance(data.get(section), dict) else []
-            for section in ("benchmarks", "agents", "gateways")
-        }
-        pairs: dict[tuple[str, str], int] = {}
+    def _combinations(
+        self,
+        rules: Sequence[Combination | None],
+        specs: Mapping[str, Mapping[str, ImageSpec | None]],
+        default_platforms: Sequence[str] | None,
+    ) -> None:
+        names = {section: sorted(specs.get(section, {})) for section in SECTIONS}
+        self.pairings, problems = expand_combinations(rules, names["benchmarks"], names["agents"])
+        for path, message in problems:
+            self.add(path, message)
         for i, rule in enumerate(rules):
-            if not isinstance(rule, dict):
+            if rule is None:  # its structure was reported
                 continue
             base: YamlPath = ("combinations", i)
-            benchmarks = self._match(
-                rule.get("benchmark"), names["benchmarks"], "benchmark", (*base, "benchmark")
-            )
-            agent_patterns = rule.get("agents")
-            agents: list[str] = []
-            if isinstance(agent_patterns, list):
-                for j, pattern in enumerate(agent_patterns):
-                    agents += self._match(pattern, names["agents"], "agent", (*base, "agents", j))
-            gateway = rule.get("gateway")
-            if isinstance(gateway, str) and gateway not in names["gateways"]:
-                self.add((*base, "gateway"), _unknown("gateway", gateway, names["gateways"]))
-            if isinstance(rule.get("version"), str) and not semver.Version.is_valid(
-                rule["version"]
-            ):
+            if rule.gateway is not None and rule.gateway not in names["gateways"]:
+                self.add((*base, "gateway"), _unknown("gateway", rule.gateway, names["gateways"]))
+            if rule.version is not None and not semver.Version.is_valid(rule.version):
                 self.add(
                     (*base, "version"),
-                    f"version {rule['version']!r} is not a semantic version (MAJOR.MINOR.PATCH)",
+                    f"version {rule.version!r} is not a semantic version (MAJOR.MINOR.PATCH)",
                 )
-            for benchmark in benchmarks:
-                for agent in dict.fromkeys(agents):
-                    if (benchmark, agent) in pairs:
-                        self.add(
-                            base,
-                            f"combination {benchmark}--{agent} is already made by "
-                            f"combination rule {pairs[benchmark, agent] + 1}",
-                        )
-                    pairs.setdefault((benchmark, agent), i)
-                    axes = [("benchmarks", benchmark), ("agents", agent)]
-                    if isinstance(gateway, str) and gateway in names["gateways"]:
-                        axes.append(("gateways", gateway))
-                    if not _common_platforms(data, axes):
-                        self.add(
-                            base,
-                            f"combination {benchmark}--{agent} has no platform that "
-                            f"{' and '.join(name for _, name in axes)} all have",
-                        )
+        for pairing in self.pairings:
+            axes = [("benchmarks", pairing.benchmark), ("agents", pairing.agent)]
+            gateway = pairing.rule.gateway
+            if gateway is not None and gateway in names["gateways"]:
+                axes.append(("gateways", gateway))
+            if not _share_a_platform(specs, default_platforms, axes):
+                self.add(
+                    ("combinations", pairing.index),
+                    f"combination {pairing.benchmark}--{pairing.agent} has no platform that "
+                    f"{' and '.join(name for _, name in axes)} all have",
+                )
 
-    def _match(self, pattern: Any, names: list[str], what: str, path: YamlPath) -> list[str]:
-        if not isinstance(pattern, str):
-            return []
+
+def expand_combinations(
+    rules: Sequence[Combination | None], benchmarks: Sequence[str], agents: Sequence[str]
+) -> tuple[list[Pairing], list[tuple[YamlPath, str]]]:
+    """What the combination rules make: every benchmark and agent they pair, once each (for
+    the first rule that names the pair), in the rules' order; and the problems found on the
+    way (a name that is not defined, a glob that matches nothing, a pair made twice). A rule
+    of None (one that is not well formed) makes nothing."""
+    made: dict[tuple[str, str], Pairing] = {}
+    problems: list[tuple[YamlPath, str]] = []
+
+    def match(pattern: str, names: Sequence[str], what: str, path: YamlPath) -> list[str]:
         if any(c in pattern for c in "*?["):
-            matched = fnmatch.filter(names, pattern)
+            matched = sorted(fnmatch.filter(names, pattern))
             if not matched:
-                self.add(path, f"pattern {pattern!r} matches no {what}")
+                problems.append((path, f"pattern {pattern!r} matches no {what}"))
             return matched
         if pattern not in names:
-            self.add(path, _unknown(what, pattern, names))
+            problems.append((path, _unknown(what, pattern, names)))
             return []
         return [pattern]
 
+    for i, rule in enumerate(rules):
+        if rule is None:
+            continue
+        base: YamlPath = ("combinations", i)
+        chosen = match(rule.benchmark, benchmarks, "benchmark", (*base, "benchmark"))
+        with_agents = dict.fromkeys(
+            agent
+            for j, pattern in enumerate(rule.agents)
+            for agent in match(pattern, agents, "agent", (*base, "agents", j))
+        )
+        for benchmark in chosen:
+            for agent in with_agents:
+                first = made.setdefault((benchmark, agent), Pairing(i, rule, benchmark, agent))
+                if first.index != i:
+                    message = (
+                        f"combination {benchmark}--{agent} is already made by "
+                        f"combination rule {first.index + 1}"
+                    )
+                    problems.append((base, message))
+    return list(made.values()), problems
 
-def _common_platforms(data: dict[str, Any], axes: list[tuple[str, str]]) -> set[str]:
-    """The platforms every (section, name) entry is built for, from the raw catalog."""
-    top = data.get("platforms")
-    default: list[Any] = top if isinstance(top, list) else []
+
+def _share_a_platform(
+    specs: Mapping[str, Mapping[str, ImageSpec | None]],
+    default: Sequence[str] | None,
+    axes: list[tuple[str, str]],
+) -> bool:
+    """Whether the (section, name) entries have a platform in common. What is not well formed
+    (an entry, or the default platforms when it is None) limits nothing: its problems are
+    reported."""
     common: set[str] | None = None
     for section, name in axes:
-        entry = data[section].get(name)
-        platforms = entry.get("platforms") if isinstance(entry, dict) else None
-        chosen = set(platforms if isinstance(platforms, list) else default)
-        common = chosen if common is None else common & chosen
-    return common or set()
+        spec = specs[section][name]
+        platforms = spec.platforms if spec is not None and spec.platforms is not None else default
+        if spec is not None and platforms is not None:
+            common = set(platforms) if common is None else common & set(platforms)
+    return common is None or bool(common)
 
 
 def _unknown(what: str, name: str, known: Iterable[str]) -> str:
@@ -711,8 +526,17 @@ def _path_problem(root: Path, relative: str, kind: str) -> str | None:
     return None
 
 
-def _record_at(path: YamlPath) -> type[Any] | None:
-    """The dataclass (and model) of the mapping at `path` of the catalog."""
+def _valid(model: type[_M], data: Any) -> _M | None:
+    """`data` as `model`, or None if it is not well formed (pydantic's errors on it were
+    reported with the whole catalog's)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _record_at(path: YamlPath) -> type[BaseModel] | None:
+    """The model of the mapping at `path` of the catalog."""
     if not path:
         return CatalogModel
     if len(path) == 2 and path[0] in SECTIONS:

@@ -1,23 +1,16 @@
-"""The catalog's structural rules as pydantic models: the source of its JSON Schema
-(`buildgen schema`) and of the messages for a catalog that `catalog.py`'s fast path turns down.
+"""The catalog's typed model: catalog.yaml's structure as frozen pydantic models, strict.
 
-A catalog of the usual, valid shape never comes here: catalog.py checks that shape itself, into
-plain dataclasses of the same names and fields (tests/test_catalog_fastpath.py keeps the two in
-step), because importing pydantic and building these models costs more than reading a
-2,000-image catalog.
-Whatever that fast path does not accept is validated here, and, if pydantic accepts it after
-all, converted to those dataclasses (`to_runtime`).
+One model for everything: `buildgen schema` is generated from it (field descriptions and
+examples included), pydantic's errors on it become the structural messages of
+`buildgen validate`, and its values are what the plan reads. The rules that need the file
+system or more than one entry are catalog.py's.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from buildgen.model import catalog as runtime
-
-Text = Annotated[str, Field(strict=True)]
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Model(BaseModel):
@@ -27,45 +20,45 @@ class _Model(BaseModel):
 class ImageSpec(_Model):
     """How to build one image; the keys every catalog entry shares."""
 
-    context: Text = Field(
+    context: str = Field(
         description="Build context directory, relative to the catalog file. In a per-task "
         "benchmark, '{task}' stands for the task id (one context per task).",
         examples=["containers/agents/claude-code"],
     )
-    dockerfile: Text | None = Field(
+    dockerfile: str | None = Field(
         default=None,
         description="Dockerfile, relative to the catalog file. Default: <context>/Dockerfile.",
     )
-    target: Text | None = Field(
+    target: str | None = Field(
         default=None, description="Build stage of the Dockerfile to build (docker build --target)."
     )
-    version: Text | None = Field(
+    version: str | None = Field(
         default=None,
         description="Semantic version of the image (quote it: YAML reads 1.10 as a number). "
         "It is the image's tag; without a version the tag is 'latest'.",
         examples=["1.2.0"],
     )
-    platforms: list[Text] | None = Field(
+    platforms: list[str] | None = Field(
         default=None,
         description="Platforms to build, overriding the catalog-wide default.",
         examples=[["linux/amd64"]],
     )
-    args: dict[str, Text] = Field(
+    args: dict[str, str] = Field(
         default_factory=dict,
         description="Build arguments (values are strings: quote numbers).",
         examples=[{"PYTHON": "3.11"}],
     )
-    labels: dict[str, Text] = Field(
+    labels: dict[str, str] = Field(
         default_factory=dict, description="Image labels, added to (and overriding) the catalog's."
     )
-    cache_from: list[Text] = Field(
+    cache_from: list[str] = Field(
         default_factory=list,
         description="buildx cache sources, as CSV strings (e.g. 'type=registry,ref=...').",
     )
-    cache_to: list[Text] = Field(
+    cache_to: list[str] = Field(
         default_factory=list, description="buildx cache destinations, as CSV strings."
     )
-    description: Text | None = Field(
+    description: str | None = Field(
         default=None,
         description="Free text; becomes the org.opencontainers.image.description label.",
     )
@@ -74,7 +67,7 @@ class ImageSpec(_Model):
 class Benchmark(ImageSpec):
     """A benchmark: one shared environment image, or one image per task."""
 
-    tasks: Text | list[Text] | None = Field(
+    tasks: str | list[str] | None = Field(
         default=None,
         description="Per-task benchmark: a file (one task id per line, '#' comments) relative "
         "to the catalog, or an inline list. One image per task, benchmarks/<b>:<task>, "
@@ -86,8 +79,8 @@ class Benchmark(ImageSpec):
 class ProvidedPath(_Model):
     """A directory an agent or gateway contributes to a fused rootfs, and who may read it."""
 
-    path: Text = Field(description="Absolute path of the directory.", examples=["/opt/gateway"])
-    mode: Text | None = Field(
+    path: str = Field(description="Absolute path of the directory.", examples=["/opt/gateway"])
+    mode: str | None = Field(
         default=None,
         description="Octal mode the directory gets in the fused rootfs (quote it). Default: "
         "'0755' for agents, '0700' (root-only) for gateways.",
@@ -107,7 +100,7 @@ _PROVIDES_DOC = (
 class Agent(ImageSpec):
     """An agent: its files live under the paths it provides."""
 
-    provides: list[Text | ProvidedPath] = Field(
+    provides: list[str | ProvidedPath] = Field(
         default_factory=lambda: list[str | ProvidedPath](["/opt/agent"]),
         description=_PROVIDES_DOC,
     )
@@ -116,7 +109,7 @@ class Agent(ImageSpec):
 class Gateway(ImageSpec):
     """A model gateway: its files live under the paths it provides (root-only by default)."""
 
-    provides: list[Text | ProvidedPath] = Field(
+    provides: list[str | ProvidedPath] = Field(
         default_factory=lambda: list[str | ProvidedPath](["/opt/gateway"]),
         description=_PROVIDES_DOC,
     )
@@ -125,12 +118,12 @@ class Gateway(ImageSpec):
 class Combination(_Model):
     """A rule that pre-bakes evals/<b>--<a> images (container mode)."""
 
-    benchmark: Text = Field(description="Benchmark name, or a glob over benchmark names.")
-    agents: list[Text] = Field(
+    benchmark: str = Field(description="Benchmark name, or a glob over benchmark names.")
+    agents: list[str] = Field(
         min_length=1, description="Agent names or globs ('*' is every agent)."
     )
-    gateway: Text | None = Field(default=None, description="Gateway whose paths are added too.")
-    version: Text | None = Field(
+    gateway: str | None = Field(default=None, description="Gateway whose paths are added too.")
+    version: str | None = Field(
         default=None, description="Semantic version of the combination images (their tag)."
     )
 
@@ -147,18 +140,16 @@ class CatalogModel(_Model):
     )
 
     version: Literal[1] = Field(description="Catalog schema version.")
-    registry: Text = Field(
+    registry: str = Field(
         description="Prefix of every image name; `--registry` overrides it.",
         examples=["ghcr.io/acme/evals"],
     )
-    platforms: list[Text] = Field(
+    platforms: list[str] = Field(
         min_length=1,
         description="Default platforms of every image.",
         examples=[["linux/amd64", "linux/arm64"]],
     )
-    labels: dict[str, Text] = Field(
-        default_factory=dict, description="Labels added to every image."
-    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels added to every image.")
     core: dict[str, ImageSpec] = Field(
         default_factory=dict, description="Core images (core/<name>), e.g. the crane-runner."
     )
@@ -171,42 +162,3 @@ class CatalogModel(_Model):
     @classmethod
     def _null_section_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
-
-
-# Each model and the runtime dataclass it validates into.
-RUNTIME: dict[type[BaseModel], type[Any]] = {
-    ImageSpec: runtime.ImageSpec,
-    Benchmark: runtime.Benchmark,
-    ProvidedPath: runtime.ProvidedPath,
-    Agent: runtime.Agent,
-    Gateway: runtime.Gateway,
-    Combination: runtime.Combination,
-    CatalogModel: runtime.CatalogModel,
-}
-MODELS = {runtime_type: model for model, runtime_type in RUNTIME.items()}
-
-
-def to_runtime(value: Any) -> Any:
-    """A validated model (or list or dict of them) as the runtime dataclasses."""
-    if isinstance(value, BaseModel):
-        fields = {name: to_runtime(getattr(value, name)) for name in type(value).model_fields}
-        return RUNTIME[type(value)](**fields)
-    if isinstance(value, list):
-        return [to_runtime(item) for item in value]
-    if isinstance(value, dict):
-        return {key: to_runtime(item) for key, item in value.items()}
-    return value
-
-
-def validate(runtime_type: type[Any], data: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """`data` validated as `runtime_type` (a runtime dataclass): the value, or None and
-    pydantic's errors."""
-    try:
-        return to_runtime(MODELS[runtime_type].model_validate(data)), []
-    except ValidationError as exc:
-        return None, [dict(error) for error in exc.errors(include_url=False)]
-
-
-def schema() -> dict[str, Any]:
-    """The JSON Schema of catalog.yaml."""
-    return CatalogModel.model_json_schema()

@@ -17,15 +17,8 @@ from typing import Any
 
 from buildgen.errors import UsageError
 from buildgen.model import inputs, naming
-from buildgen.model.catalog import (
-    TASK_PLACEHOLDER,
-    Agent,
-    Benchmark,
-    Catalog,
-    Gateway,
-    ImageSpec,
-    ProvidedPath,
-)
+from buildgen.model.catalog import TASK_PLACEHOLDER, Catalog
+from buildgen.model.catalog_models import Agent, Benchmark, Gateway, ImageSpec, ProvidedPath
 from buildgen.model.fusion import DEFAULT_MODES, Provided
 from buildgen.model.naming import Axis
 
@@ -284,26 +277,19 @@ def _combinations(
     catalog: Catalog, prefix: str, hashes: Mapping[str, str]
 ) -> Iterable[PlannedImage]:
     model = catalog.model
-    made: set[tuple[str, str]] = set()
-    for rule in model.combinations:
-        benchmarks = _match(rule.benchmark, model.benchmarks)
-        agents = [a for pattern in rule.agents for a in _match(pattern, model.agents)]
+    for pairing in catalog.pairings:
+        rule = pairing.rule
+        bench = model.benchmarks[pairing.benchmark]
+        agent = model.agents[pairing.agent]
         gateway = model.gateways[rule.gateway] if rule.gateway else None
-        for bench_name in benchmarks:
-            bench = model.benchmarks[bench_name]
-            for agent_name in dict.fromkeys(agents):
-                if (bench_name, agent_name) in made:
-                    continue
-                made.add((bench_name, agent_name))
-                agent = model.agents[agent_name]
-                tasks: Sequence[str | None] = (
-                    catalog.tasks[bench_name] if bench.tasks is not None else (None,)
-                )
-                for task in tasks:
-                    yield _combination(
-                        catalog, prefix, hashes, bench_name, bench, agent_name, agent,
-                        rule.gateway, gateway, task, rule.version,
-                    )  # fmt: skip
+        tasks: Sequence[str | None] = (
+            catalog.tasks[pairing.benchmark] if bench.tasks is not None else (None,)
+        )
+        for task in tasks:
+            yield _combination(
+                catalog, prefix, hashes, pairing.benchmark, bench, pairing.agent, agent,
+                rule.gateway, gateway, task, rule.version,
+            )  # fmt: skip
 
 
 def _combination(
@@ -369,10 +355,6 @@ def _combination(
 
 def _axis_provides(spec: Agent | Gateway, axis: Axis) -> tuple[Provided, ...]:
     return tuple(_provided(item, DEFAULT_MODES[axis]) for item in spec.provides)
-
-
-def _match(pattern: str, names: Mapping[str, object]) -> list[str]:
-    return sorted(fnmatch.filter(names, pattern)) if any(c in pattern for c in "*?[") else [pattern]
 
 
 def _join(directory: str, name: str) -> str:

@@ -87,32 +87,33 @@ class _Builder:
                     )
         return value
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
-        result: dict[Any, Any] = {}
-        first_seen: dict[Any, yaml.Node] = {}
-        explicit, merged = self._pairs(node)
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        pairs, merged = self._pairs(node)
+        explicit = [(self._key(key_node), key_node, value_node) for key_node, value_node in pairs]
+        explicit_keys = {key for key, _, _ in explicit}
         # YAML merge keys (`<<: *anchor`): explicit keys win over merged ones, and earlier
         # merged mappings over later ones; only two explicit keys of one name are duplicates.
-        explicit_keys = {self._key(k) for k, _ in explicit}
+        first_seen: dict[str, yaml.Node] = {}
+        entries: list[tuple[str, yaml.Node, yaml.Node]] = []
         for key_node, value_node in merged:
             key = self._key(key_node)
             if key is None or key in explicit_keys or key in first_seen:
                 continue
             first_seen[key] = key_node
-            child: Path = (*path, key)
-            self.doc.keys[child] = _mark(key_node)
-            result[key] = self.build(value_node, child)
-        for key_node, value_node in explicit:
-            key = self._key(key_node)
+            entries.append((key, key_node, value_node))
+        for key, key_node, value_node in explicit:
             if key is None:
                 self._problem(key_node, "a mapping key must be a plain value")
                 continue
-            if key in first_seen and key in explicit_keys and first_seen[key] is not key_node:
+            if key in first_seen and first_seen[key] is not key_node:
                 line, _ = _mark(first_seen[key])
                 self._problem(key_node, f"duplicate key {key!r} (first defined on line {line})")
                 continue
             first_seen[key] = key_node
-            child = (*path, key)
+            entries.append((key, key_node, value_node))
+        result: dict[str, Any] = {}
+        for key, key_node, value_node in entries:
+            child: Path = (*path, key)
             self.doc.keys[child] = _mark(key_node)
             result[key] = self.build(value_node, child)
         return result

@@ -4,12 +4,15 @@
         client.ensure_blob("registry.internal:5000/evals/x", digest, size, source_repository=...)
         digest = client.put_manifest("registry.internal:5000/evals/x", "v1", data, OCI_INDEX)
 
-Modules: `client` (requests), `auth` (credentials, challenges, tokens), `retry` (the retry
-policy), `media` (media types, descriptors, digests), `reference` (repository names, hosts),
-`errors` (exceptions and redaction).
+Modules, one concern each: `client` (the facade), `options`; the registry API in `manifests`,
+`blobs`, `tags`; one request in `remote`, on `session` (the httpx.Client, the bound on requests
+in flight, the retry loop), `ping` (scheme and challenge per host) and `auth` (tokens), with
+`challenges` and `credentials` (Docker's stored logins); `retry` (the retry policy), `media`
+(media types, descriptors, digests), `reference` (repository names, hosts), `errors`
+(exceptions, error messages and redaction).
 """
 
-from .client import RegistryClient, RegistryOptions
+from .client import RegistryClient
 from .errors import AuthError, NotFound, RegistryError, redact
 from .media import (
     DOCKER_LIST,
@@ -24,6 +27,7 @@ from .media import (
     Manifest,
     sha256_digest,
 )
+from .options import RegistryOptions
 from .reference import Repository, parse_repository
 from .retry import RetryPolicy
 

@@ -1,242 +1,36 @@
-"""Registry authentication: Docker's stored credentials, WWW-Authenticate challenges, tokens.
+"""Token handling: the Authorization header each request carries, and the tokens behind it.
 
-The HTTP exchanges themselves are made by the client; this module holds the parts that need no
-network: where credentials come from, how a challenge reads, what a token request looks like and
-how long a token may be reused.
+Per registry host, `Authenticator` keeps the challenge the host answered with (learnt from its
+ping, updated by a later 401) and, for Bearer, the tokens its token service gave, cached per
+scope set until shortly before they expire; for Basic, the stored credentials go with every
+request. A 401/403 gets one renewal (a new challenge, or a token the registry stopped taking)
+before it is an error that says how to log in.
 
-Credentials are read the way `docker login` stores them, through the docker SDK: the `auths`
-entries of config.json (base64 `auth`, or `identitytoken`), a `credsStore`, and `credHelpers`
-(each runs `docker-credential-<name>` from PATH). The config directory is the `docker_config`
-option, else $DOCKER_CONFIG, else ~/.docker.
-
-Nothing here logs or formats a secret: `Credentials` and `Token` keep theirs out of repr, and
-error messages name where credentials came from, never what they are.
+Nothing here logs or formats a secret: `Token` keeps its value out of repr, each token and
+password seen is added to the client's `Redactor`, and error messages name where credentials
+came from, never what they are.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
-import os
-import re
 import threading
 import time
-import warnings
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 
-from .errors import AuthError, redact
-from .reference import DOCKER_HUB, credential_key, login_hint
-
-log = logging.getLogger(__name__)
+from .challenges import Challenge, Scopes, challenge_of, merge_scopes, without_scope
+from .credentials import Credentials, DockerCredentials
+from .errors import AuthError, Redactor, RegistryError, error_details, url_path
+from .reference import allows_plain_http, login_hint
+from .session import Session
 
 CLIENT_ID = "buildgen"
 DEFAULT_TOKEN_LIFETIME = 60.0
 # Tokens are dropped this long before they expire (at most half their lifetime), so a request
 # never starts with a token that runs out on the way.
 TOKEN_EXPIRY_MARGIN = 10.0
-
-Scopes = tuple[str, ...]
-
-
-def repository_scope(path: str, actions: str) -> str:
-    """A token scope, e.g. "repository:evals/x:pull,push"."""
-    return f"repository:{path}:{actions}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A username/password or an identity (refresh) token, and where they were found."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    identity_token: str | None = field(default=None, repr=False)
-    source: str = ""
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.password, self.identity_token) if s)
-
-    def basic_header(self) -> str | None:
-        """The Basic Authorization header value, or None without a username and password."""
-        if self.username is None or self.password is None:
-            return None
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def docker_config_dir(override: str | None = None) -> Path:
-    """The directory holding config.json: `override`, else $DOCKER_CONFIG, else ~/.docker."""
-    chosen = override or os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
-    return Path(chosen).expanduser()
-
-
-def _helper_keys(key: str) -> tuple[str, ...]:
-    """The names a credential-helper entry for `key` should answer to."""
-    host = key.split("://", 1)[-1].split("/", 1)[0]
-    if host in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        return (credential_key(DOCKER_HUB),)
-    return (host, f"https://{host}", f"http://{host}")
-
-
-def _from_entry(entry: Mapping[str, Any], source: str) -> Credentials | None:
-    """Credentials from what the SDK resolved ("username"/"Username", "IdentityToken", ...)."""
-    fields = {k.lower(): v for k, v in entry.items() if isinstance(v, str)}
-    token = fields.get("identitytoken")
-    if token:
-        return Credentials(username=fields.get("username"), identity_token=token, source=source)
-    username, password = fields.get("username"), fields.get("password")
-    if username is not None and password is not None:
-        return Credentials(username=username, password=password, source=source)
-    return None
-
-
-class DockerCredentials:
-    """Credentials from Docker's config.json, loaded lazily and once per registry; thread-safe."""
-
-    def __init__(self, config_dir: str | None = None) -> None:
-        self.config_file = docker_config_dir(config_dir) / "config.json"
-        self._lock = threading.Lock()
-        self._config: Any = None
-        self._loaded = False
-        self._resolved: dict[str, Credentials | None] = {}
-
-    def get(self, registry: str) -> Credentials | None:
-        """The credentials stored for `registry` (host[:port], or "docker.io"), or None."""
-        with self._lock:
-            if registry not in self._resolved:
-                self._resolved[registry] = self._resolve(registry)
-            return self._resolved[registry]
-
-    def _load(self) -> Any:
-        if self._loaded:
-            return self._config
-        self._loaded = True
-        # Read only our file: the SDK would fall back to other places when it is missing.
-        if not self.config_file.is_file():
-            log.debug("no Docker config at %s: anonymous access only", self.config_file)
-            return None
-        # The docker SDK costs ~80 ms to import: only when there is a config to read.
-        from docker import auth as docker_auth  # type: ignore[import-untyped, unused-ignore]
-        from docker import errors as docker_errors  # type: ignore[import-untyped, unused-ignore]
-
-        try:
-            config = docker_auth.load_config(config_path=str(self.config_file), credstore_env=None)
-        except (docker_errors.DockerException, OSError, ValueError) as exc:
-            raise AuthError(
-                f"cannot read registry credentials from {self.config_file}: "
-                f"{type(exc).__name__}: {redact(str(exc))}"
-            ) from None
-        helpers = config.get("credHelpers")
-        if isinstance(helpers, dict):
-            # Docker writes helper keys as bare hosts; accept URLs and Docker Hub aliases too.
-            config["credHelpers"] = {
-                name: helper for key, helper in helpers.items() for name in _helper_keys(str(key))
-            }
-        self._config = config
-        return config
-
-    def _resolve(self, registry: str) -> Credentials | None:
-        config = self._load()
-        if config is None:
-            return None
-        from docker import errors as docker_errors  # type: ignore[import-untyped, unused-ignore]
-
-        candidates = [registry]
-        if registry != DOCKER_HUB and (config.get("credsStore") or config.get("credHelpers")):
-            # Older logins stored "https://host" in the credential store.
-            candidates.append(f"https://{registry}")
-        for candidate in candidates:
-            try:
-                with warnings.catch_warnings():
-                    # The SDK warns about a missing helper, then raises; we report the raise.
-                    warnings.simplefilter("ignore")
-                    entry = config.resolve_authconfig(candidate)
-            except docker_errors.DockerException as exc:
-                raise AuthError(
-                    f"the Docker credential helper for {registry} failed "
-                    f"(configured in {self.config_file}): {redact(str(exc))}. "
-                    f"Check that the docker-credential-* program it names is on PATH, or log in "
-                    f"again with `{login_hint(registry)}`."
-                ) from None
-            if isinstance(entry, Mapping):
-                found = _from_entry(entry, str(self.config_file))
-                if found is not None:
-                    log.debug("using credentials for %s from %s", registry, self.config_file)
-                    return found
-        return None
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One challenge of a WWW-Authenticate header: a lowercase scheme and its parameters."""
-
-    scheme: str
-    params: Mapping[str, str]
-
-    @property
-    def realm(self) -> str | None:
-        return self.params.get("realm")
-
-    @property
-    def service(self) -> str | None:
-        return self.params.get("service")
-
-    @property
-    def scopes(self) -> Scopes:
-        return tuple(self.params.get("scope", "").split())
-
-
-_TOKEN_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf'[\s,]*({_TOKEN_CHARS})\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)')
-_SCHEME = re.compile(rf"[\s,]*({_TOKEN_CHARS})(?=\s|,|$)")
-_TOKEN68 = re.compile(r"\s*[A-Za-z0-9._~+/-]+=*\s*(?=,|$)")
-
-
-def parse_challenges(header: str) -> list[Challenge]:
-    """Parse a WWW-Authenticate header (RFC 7235; several challenges may share one header)."""
-    challenges: list[Challenge] = []
-    scheme: str | None = None
-    params: dict[str, str] = {}
-    pos = 0
-    while pos < len(header):
-        param = _PARAM.match(header, pos) if scheme is not None else None
-        if param:
-            value = param.group(2)
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            params[param.group(1).lower()] = value
-            pos = param.end()
-            continue
-        start = _SCHEME.match(header, pos)
-        if not start:
-            break
-        if scheme is not None:
-            challenges.append(Challenge(scheme, params))
-        scheme, params, pos = start.group(1).lower(), {}, start.end()
-        token68 = _TOKEN68.match(header, pos)
-        if token68 and not _PARAM.match(header, pos):
-            pos = token68.end()
-    if scheme is not None:
-        challenges.append(Challenge(scheme, params))
-    return challenges
-
-
-def pick_challenge(challenges: Iterable[Challenge]) -> Challenge | None:
-    """The challenge to answer: Bearer (with a realm) before Basic; None for neither."""
-    usable = [c for c in challenges if c.scheme == "basic" or (c.scheme == "bearer" and c.realm)]
-    usable.sort(key=lambda c: c.scheme != "bearer")
-    return usable[0] if usable else None
-
-
-def merge_scopes(ours: Scopes, theirs: Iterable[str]) -> Scopes:
-    """Our scopes plus any the registry asked for, each once, in a stable order."""
-    return tuple(dict.fromkeys((*ours, *theirs)))
 
 
 @dataclass(frozen=True)
@@ -326,3 +120,170 @@ class TokenCache:
     def put(self, registry: str, scopes: Scopes, token: Token) -> None:
         with self._lock:
             self._tokens[(registry, scopes)] = token
+
+
+class Authenticator:
+    """The Authorization header of each request to a registry host (see above); thread-safe."""
+
+    def __init__(
+        self,
+        session: Session,
+        credentials: DockerCredentials,
+        redactor: Redactor,
+        insecure: tuple[str, ...],
+    ) -> None:
+        self._session = session
+        self._credentials = credentials
+        self._redact = redactor
+        self._insecure = insecure
+        self._challenges: dict[str, Challenge] = {}
+        self._tokens = TokenCache()
+
+    def learn(self, registry: str, response: httpx.Response) -> None:
+        """Take the challenge of a 401 to the registry's ping as the host's."""
+        challenge = challenge_of(response)
+        if challenge is not None:
+            self._challenges[registry] = without_scope(challenge)
+
+    def scheme(self, registry: str) -> str | None:
+        """The auth scheme the registry asked for ("bearer", "basic"), if any."""
+        challenge = self._challenges.get(registry)
+        return challenge.scheme if challenge is not None else None
+
+    def authorization(self, registry: str, scopes: Scopes) -> tuple[str | None, str | None]:
+        """The Authorization header to send (or None), and the bearer token in it."""
+        challenge = self._challenges.get(registry)
+        if challenge is None:
+            return None, None
+        if challenge.scheme == "basic":
+            credentials = self._creds(registry)
+            return (credentials.basic_header() if credentials else None), None
+        token = self._tokens.get(registry, scopes)
+        if token is None and len(scopes) == 1 and scopes[0].endswith(":pull"):
+            # A pull,push token of the same repository serves reads too.
+            token = self._tokens.get(registry, (scopes[0] + ",push",))
+        if token is None:
+            value = self._token(registry, challenge, scopes, stale=None)
+        else:
+            value = token.value
+        return f"Bearer {value}", value
+
+    def reauthenticate(
+        self, registry: str, scopes: Scopes, response: httpx.Response, used_token: str | None
+    ) -> bool:
+        """After a 401/403: learn the challenge and get fresh auth. False when nothing changes."""
+        previous = self._challenges.get(registry)
+        challenge = challenge_of(response)
+        if challenge is None:
+            if response.status_code == 403 and used_token is not None and previous is not None:
+                challenge = previous  # the token may have been revoked: try a new one
+            else:
+                return False
+        learnt = self._challenges[registry] = without_scope(challenge)
+        if challenge.scheme == "basic":
+            # Worth another try only if we were not already sending our credentials.
+            already_sent = previous is not None and previous.scheme == "basic"
+            return not already_sent and self._creds(registry) is not None
+        self._token(registry, learnt, scopes, stale=used_token, extra=challenge.scopes)
+        return True
+
+    def error(
+        self, registry: str, scopes: Scopes, response: httpx.Response, method: str, url: str
+    ) -> AuthError:
+        """The error for a refusal that renewed auth did not cure: what we had, how to log in."""
+        codes, text = error_details(response)
+        credentials = self._creds(registry)
+        if credentials is None:
+            config = self._credentials.config_file
+            how = f"no credentials for {registry} were found in {config}"
+        else:
+            how = f"the credentials for {registry} from {credentials.source} were not enough"
+        verb = "refused" if response.status_code == 403 else "requires authentication for"
+        message = (
+            f"{method} {url_path(url)}: {registry} {verb} {' '.join(scopes)} "
+            f"(HTTP {response.status_code}{': ' + text if text else ''}); {how}. "
+            f"Log in with `{login_hint(registry)}`, or set DOCKER_CONFIG to a directory "
+            "whose config.json has credentials for it."
+        )
+        return AuthError(
+            self._redact(message),
+            status=response.status_code,
+            code=codes[0] if codes else None,
+            codes=codes,
+            method=method,
+            path=url_path(url),
+        )
+
+    def _creds(self, registry: str) -> Credentials | None:
+        credentials = self._credentials.get(registry)
+        if credentials is not None:
+            self._redact.add(*credentials.secrets)
+        return credentials
+
+    def _token(
+        self,
+        registry: str,
+        challenge: Challenge,
+        scopes: Scopes,
+        *,
+        stale: str | None,
+        extra: Scopes = (),
+    ) -> str:
+        """A token for `scopes`: cached, or fetched by one thread while the others wait.
+
+        `stale` is a token the registry refused: it is replaced even when not expired. `extra`
+        are scopes a registry's challenge asked for beyond ours.
+        """
+        with self._tokens.lock(registry, scopes):
+            cached = self._tokens.get(registry, scopes)
+            if cached is not None and cached.value != stale:
+                return cached.value
+            token = self._fetch_token(registry, challenge, merge_scopes(scopes, extra))
+            self._tokens.put(registry, scopes, token)
+            return token.value
+
+    def _fetch_token(self, registry: str, challenge: Challenge, scopes: Scopes) -> Token:
+        credentials = self._creds(registry)
+        realm = httpx.URL(challenge.realm or "")
+        realm_host = realm.netloc.decode("ascii")
+        plain_ok = allows_plain_http(realm_host, self._insecure) or credentials is None
+        if realm.scheme not in ("http", "https") or (realm.scheme == "http" and not plain_ok):
+            raise AuthError(
+                f"{registry} sends clients for tokens to {realm.scheme}://{realm_host}, "
+                "which is not https: refusing to send credentials there (list that host in the "
+                "insecure option if this is intended)."
+            )
+        template = token_request(challenge, scopes, credentials)
+
+        def attempt() -> httpx.Response:
+            request = self._session.request(
+                template.method, template.url, headers=template.headers, content=template.content
+            )
+            return self._session.send(request, kind="token")
+
+        try:
+            response = self._session.retrying(attempt)
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise AuthError(
+                f"cannot reach the token service of {registry} at {realm_host}: "
+                f"{type(exc).__name__}: {self._redact(str(exc))}"
+            ) from None
+        if response.status_code in (401, 403):
+            raise self.error(registry, scopes, response, template.method, str(realm))
+        if not response.is_success:
+            codes, text = error_details(response)
+            raise AuthError(
+                f"the token service of {registry} at {realm_host} answered HTTP "
+                f"{response.status_code}{': ' + self._redact(text) if text else ''}",
+                status=response.status_code,
+                code=codes[0] if codes else None,
+                codes=codes,
+            )
+        try:
+            token = parse_token_response(response.content)
+        except ValueError as exc:
+            raise AuthError(f"the token service of {registry} at {realm_host}: {exc}") from None
+        self._redact.add(token.value)
+        return token

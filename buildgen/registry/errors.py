@@ -1,4 +1,5 @@
-"""Errors from talking to a registry, and the redaction every error message goes through.
+"""Errors from talking to a registry: the exceptions, the messages a failed request makes, and
+the redaction every message goes through.
 
 A message may quote a registry's reply or a URL, never a credential: every error is built from
 text passed through `redact` (patterns) and, inside the client, `Redactor` (the exact secrets it
@@ -9,7 +10,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import NoReturn
+
+import httpx
+
+from .retry import RETRYABLE_STATUSES, certificate_error, is_transient_error, tls_error
 
 _MASK = "***"
 
@@ -101,3 +107,137 @@ class NotFound(RegistryError):
 
 class AuthError(RegistryError):
     """The registry refused us (401/403) after we tried every credential we have."""
+
+
+# -- the error for a reply, or for a request that got none -------------------------------------
+
+
+def url_path(url: str | httpx.URL) -> str:
+    """The path of a URL, for messages: no query (upload state, signatures), no userinfo."""
+    return httpx.URL(str(url)).path
+
+
+def error_details(response: httpx.Response) -> tuple[tuple[str, ...], str]:
+    """The error codes of a registry's error body, and a short text of codes and messages."""
+    codes: list[str] = []
+    parts: list[str] = []
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list):
+        for item in errors:
+            if not isinstance(item, dict):
+                continue
+            code = str(item.get("code") or "")
+            message = str(item.get("message") or "")
+            detail = item.get("detail")
+            if code:
+                codes.append(code)
+            text = ": ".join(p for p in (code, message) if p)
+            if detail not in (None, "", {}, []):
+                text += f" ({str(detail)[:200]})"
+            parts.append(text)
+    elif response.content and "json" not in response.headers.get("Content-Type", ""):
+        parts.append(response.text[:200].strip())
+    return tuple(codes), "; ".join(p for p in parts if p)
+
+
+def status_error(
+    response: httpx.Response, method: str, url: str, redactor: Callable[[str], str] = redact
+) -> RegistryError:
+    """The error for an unexpected reply: NotFound for 404 and *_UNKNOWN codes."""
+    codes, text = error_details(response)
+    status = response.status_code
+    message = redactor(
+        f"{method} {url_path(url)} on {response.url.netloc.decode('ascii')} answered "
+        f"HTTP {status}{': ' + text if text else ''}"
+    )
+    unknown = status == 404 or any(c.endswith("_UNKNOWN") for c in codes)
+    kind = NotFound if unknown else RegistryError
+    return kind(
+        message,
+        status=status,
+        code=codes[0] if codes else None,
+        codes=codes,
+        method=method,
+        path=url_path(url),
+        retryable=status in RETRYABLE_STATUSES,
+    )
+
+
+def not_found(
+    response: httpx.Response,
+    method: str,
+    url: str,
+    what: str,
+    redactor: Callable[[str], str] = redact,
+) -> NotFound:
+    """NotFound for a 404, its message saying `what` was not found first."""
+    error = status_error(response, method, url, redactor)
+    return NotFound(
+        f"{what}: {error}",
+        status=error.status,
+        code=error.code,
+        codes=error.codes,
+        method=method,
+        path=error.path,
+    )
+
+
+def expect(
+    response: httpx.Response,
+    statuses: Collection[int],
+    method: str,
+    url: str,
+    redactor: Callable[[str], str] = redact,
+) -> None:
+    """Nothing when the reply has one of `statuses`; else its `status_error`."""
+    if response.status_code not in statuses:
+        raise status_error(response, method, url, redactor)
+
+
+def not_tls(exc: BaseException) -> bool:
+    """Whether a failed https attempt means the server speaks plain http."""
+    if certificate_error(exc) is not None:
+        return False
+    return isinstance(exc, httpx.RemoteProtocolError) or tls_error(exc) is not None
+
+
+def raise_transport(
+    exc: Exception,
+    method: str,
+    url: str,
+    registry: str,
+    *,
+    plain_ok: bool,
+    redactor: Callable[[str], str] = redact,
+) -> NoReturn:
+    """Raise the RegistryError for a request that got no reply (`plain_ok`: whether the host
+    may be spoken to over http, which decides the hint for a server that does not speak TLS)."""
+    path = url_path(url)
+    cert = certificate_error(exc)
+    if cert is not None:
+        raise RegistryError(
+            f"{method} {path} on {registry}: the TLS certificate does not verify "
+            f"({cert.verify_message or cert}). Pass its CA with --ca-bundle PEM, or add it to "
+            "the system's trust store.",
+            method=method,
+            path=path,
+        ) from None
+    detail = redactor(str(exc)) or type(exc).__name__
+    hint = ""
+    if not plain_ok and not_tls(exc):
+        hint = (
+            ". It does not answer https; plain http is used only for loopback hosts and "
+            "hosts listed in the insecure option"
+        )
+    transient = is_transient_error(exc)
+    raise RegistryError(
+        f"{method} {path} on {registry} failed{' after retries' if transient else ''}: "
+        f"{type(exc).__name__}: {detail}{hint}",
+        method=method,
+        path=path,
+        retryable=transient,
+    ) from exc

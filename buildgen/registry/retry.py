@@ -13,7 +13,7 @@ Waiting: exponential backoff with full jitter, uniform(0, min(max_backoff, backo
 retry n (0-based), so concurrent clients do not retry in step. A `Retry-After` header (seconds or
 an HTTP date) on a retried response is honoured instead, capped at `max_retry_after`.
 
-One exception on top of this policy lives in the client: a manifest PUT answered with
+One exception on top of this policy lives in manifests.py: a manifest PUT answered with
 MANIFEST_BLOB_UNKNOWN is retried a few times (`BLOB_UNKNOWN_RETRIES`), because distribution 2.8
 briefly reports blobs pushed by concurrent writers as unknown.
 """
@@ -42,7 +42,6 @@ _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     httpx.WriteError,
     httpx.WriteTimeout,
     httpx.RemoteProtocolError,
-    ConnectionError,  # resets surfacing as OSError from a custom transport
 )
 
 

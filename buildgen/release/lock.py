@@ -1,6 +1,6 @@
 """Keeping the lockfile current: `buildgen lock` (pin what the registry has), `--check`
-(offline, and `--remote`), `--diff` (a Markdown table for a pull request). The format itself is
-`model/lockfile.py`."""
+(offline, and `--remote`), `--diff` (a Markdown table for a pull request), and pinning what
+`buildgen publish` just published. The format itself is `model/lockfile.py`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 import subprocess
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,16 +22,37 @@ from buildgen.model.lockfile import (
     LOCK_VERSION,
     Entry,
     empty,
+    header,
     layers_size,
+    lock_path,
     parse,
     read,
+    write,
 )
 from buildgen.model.plan import Plan, PlannedImage
+from buildgen.registry import RegistryClient, RegistryOptions
 
 if TYPE_CHECKING:
-    from buildgen.registry import Manifest, RegistryClient
+    from buildgen.registry import Manifest
 
 log = logging.getLogger(__name__)
+
+# Requests in flight for `lock`: enough to keep a distant registry busy (`bench_lock --sweep`
+# measures it; docs/lockfile.md, "How fast").
+DEFAULT_JOBS = 64
+
+
+@dataclass(frozen=True)
+class LockOptions:
+    """Which lockfile `buildgen lock` keeps, and how it asks the registry."""
+
+    path: Path | None = None  # default: images.lock.json next to the catalog
+    jobs: int = DEFAULT_JOBS  # registry requests in flight at once
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
+
+
+def _client(options: LockOptions) -> RegistryClient:
+    return RegistryClient(replace(options.registry, max_connections=options.jobs))
 
 
 # -- resolving from a registry ---------------------------------------------------------------
@@ -204,6 +225,43 @@ def update(
     return changed
 
 
+def refresh(plan: Plan, options: LockOptions) -> list[str]:
+    """`buildgen lock`: pin the plan's images as the registry has them; return the keys that
+    changed. A run that changes nothing leaves the file alone (not even rendered again)."""
+    path = lock_path(plan.catalog.path, options.path)
+    existed = path.exists()
+    current = read(path) if existed else empty(plan.catalog.digest, plan.registry)
+    before = header(current)
+    with _client(options) as client:
+        changed = update(current, plan, client, workers=options.jobs)
+    written = bool(changed or not existed or header(current) != before)
+    written = written and write(path, current)
+    note = "" if written else " (file unchanged)"
+    log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)
+    return changed
+
+
+def pin_published(
+    plan: Plan,
+    path: Path | None,
+    client: RegistryClient,
+    *,
+    known: Mapping[str, str],
+    indexes: Mapping[str, bytes],
+) -> None:
+    """After `buildgen publish`: pin the images of `known` (key -> the digest just published or
+    found unchanged; `indexes`: the indexes pushed) in the lockfile at `path` (default: next to
+    the catalog)."""
+    if not known:
+        return
+    path = lock_path(plan.catalog.path, path)
+    current = read(path) if path.exists() else empty(plan.catalog.digest, plan.registry)
+    subset = replace(plan, images=tuple(i for i in plan.images if i.key in known))
+    changed = update(current, subset, client, known=known, indexes=indexes)
+    if write(path, current):
+        log.info("%s: %d entr%s updated", path, len(changed), "y" if len(changed) == 1 else "ies")
+
+
 def _tags(images: Sequence[PlannedImage]) -> list[tuple[str, str]]:
     return [(image.repository, image.tag) for image in images]
 
@@ -314,7 +372,37 @@ def check_remote(
     return found
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What `buildgen lock --check` found: the lockfile, how many images it pins, and every way
+    it disagrees with the catalog (and the registry)."""
+
+    path: Path
+    images: int
+    findings: tuple[Finding, ...]
+
+
+def verify(plan: Plan, options: LockOptions, *, remote: bool = False) -> Verdict:
+    """`buildgen lock --check`: the lockfile against the catalog, offline; with `remote`, also
+    against the registry (every pinned digest there, no tag moved)."""
+    path = lock_path(plan.catalog.path, options.path)
+    current = read(path)
+    findings = check(current, plan)
+    if remote:
+        with _client(options) as client:
+            findings += check_remote(current, plan, client, workers=options.jobs)
+    return Verdict(path, len(current["images"]), tuple(findings))
+
+
 # -- diffing ---------------------------------------------------------------------------------
+
+
+def diff_since(plan: Plan, old: str, options: LockOptions) -> str:
+    """`buildgen lock --diff OLD`: the Markdown table of what changed in the plan's lockfile
+    since OLD (a lockfile path or a git revision)."""
+    path = lock_path(plan.catalog.path, options.path)
+    new = read(path) if path.exists() else {"images": {}}
+    return diff_markdown(load_old(old, path), new)
 
 
 def load_old(spec: str, path: Path) -> dict[str, Any]:

@@ -13,23 +13,22 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from buildgen.build.results import PlatformResult, Pushed, Results
+from buildgen.build.results import PlatformResult, Pushed, Results, load_results
 from buildgen.errors import BuildgenError, CatalogError, CheckFailed, ExternalToolError
 from buildgen.model.lockfile import INPUTS_ANNOTATION, LAYERS_SIZE_ANNOTATION
 from buildgen.model.plan import Plan, PlannedImage
 from buildgen.model.tagpolicy import TagPlan, inputs_tag, plan_tags
-from buildgen.registry import OCI_INDEX, RegistryClient, RegistryError
+from buildgen.registry import OCI_INDEX, RegistryClient, RegistryError, RegistryOptions
+from buildgen.release.lock import pin_published
 
 log = logging.getLogger(__name__)
 
@@ -368,37 +367,6 @@ def exit_code(outcomes: Sequence[Outcome]) -> int:
     return max(codes, default=0)
 
 
-class Progress:
-    """A one-line counter on a terminal; a line every ~10% (and at most every 10 s) in CI."""
-
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
-        self.counts: dict[str, int] = {}
-        self.last = 0.0
-        self.lock = threading.Lock()
-
-    def __call__(self, outcome: Outcome, done: int, total: int) -> None:
-        with self.lock:
-            self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
-            summary = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
-            line = f"publish: {done}/{total} ({summary})"
-            if self.tty:
-                self.stream.write(f"\r{line}\033[K" + ("\n" if done == total else ""))
-                self.stream.flush()
-            else:
-                now = time.monotonic()
-                step = max(1, total // 10)
-                if done == total or done % step == 0 or now - self.last > 10:
-                    self.last = now
-                    self.stream.write(line + "\n")
-            if outcome.status == "failed":
-                self.stream.write(
-                    ("\r\033[K" if self.tty else "")
-                    + f"publish: {outcome.key}: {outcome.message}\n"
-                )
-
-
 @dataclass
 class Summary:
     """Counts per status, for the closing line."""
@@ -419,3 +387,42 @@ class Summary:
             for s in order
             if s in self.counts or s in ("published", "unchanged", "failed")
         )
+
+
+# -- the whole of `buildgen publish` ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """What `buildgen publish` was asked to do."""
+
+    results: tuple[Path, ...]  # results files of `bake --push` runs
+    options: PublishOptions = field(default_factory=PublishOptions)
+    lock: Path | None = None  # the lockfile to update; default: next to the catalog
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
+
+
+def publish_results(
+    plan: Plan,
+    request: PublishRequest,
+    progress: Callable[[Outcome, int, int], None] | None = None,
+) -> list[Outcome]:
+    """`buildgen publish`: publish the plan's images from the results files (`options.jobs` at
+    once), then, unless a dry run, pin what was published or found unchanged in the lockfile.
+    Returns every image's outcome (`exit_code` maps them)."""
+    results = load_results(request.results)
+    source = SourceInfo.from_git(plan.catalog.root)
+    log.info("publishing %d image(s) to %s from %d results file(s)", len(plan.images),
+             plan.registry, len(results))  # fmt: skip
+    registry = replace(request.registry, max_connections=request.options.jobs)
+    with RegistryClient(registry) as client:
+        outcomes = publish(plan, results, client, request.options, source, progress)
+        log.info("publish: %s", Summary.of(outcomes))
+        for outcome in outcomes:
+            if outcome.status == "failed":
+                log.error("publish: failed: %s: %s", outcome.key, outcome.message)
+        if not request.options.dry_run:
+            done = {o.key: o.digest for o in outcomes if o.status in ("published", "unchanged")}
+            indexes = {o.key: o.index for o in outcomes if o.index is not None}
+            pin_published(plan, request.lock, client, known=done, indexes=indexes)
+    return outcomes

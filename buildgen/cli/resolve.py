@@ -1,0 +1,56 @@
+"""`buildgen resolve`: the digest-pinned references of one eval's images for one platform, from
+the lockfile alone (the crane runner runs it before every eval: no catalog, no YAML)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from buildgen.cli.common import add_common_flags, checked_platform
+from buildgen.crane.resolve import Pinned, resolve, to_env
+from buildgen.model import lockfile
+from buildgen.model.naming import Axis, image_key
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Look up the benchmark (or one of its tasks), agent, gateway and the crane runner in the "
+        "lockfile and print their digest-pinned references for one platform (--format env: "
+        "EVAL_BENCHMARK_IMAGE=<repo>@sha256:... lines; json). Reads only the lockfile. Unknown "
+        "names or a platform an image lacks exit 2, naming what there is."
+    )
+    add_common_flags(parser)
+    parser.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
+    parser.add_argument("--benchmark", required=True, metavar="B")
+    parser.add_argument("--task", metavar="T", help="a task of a per-task benchmark")
+    parser.add_argument("--agent", required=True, metavar="A")
+    parser.add_argument("--gateway", metavar="G")
+    parser.add_argument("--platform", required=True, metavar="P", help="e.g. linux/amd64")
+    parser.add_argument("--format", choices=("env", "json"), default="env")
+
+
+def run(args: argparse.Namespace, passthrough: list[str]) -> int:
+    platform = checked_platform(args.platform)
+    pinned = pin(args, platform, runner=True)
+    if args.format == "json":
+        images = {p.role: p.to_json() for p in pinned}
+        sys.stdout.write(json.dumps({"platform": platform, "images": images}, indent=2) + "\n")
+        return 0
+    sys.stdout.write("\n".join(to_env(pinned, platform)) + "\n")
+    return 0
+
+
+def pin(args: argparse.Namespace, platform: str, *, runner: bool) -> list[Pinned]:
+    """The images --benchmark (--task), --agent and --gateway name, and the crane runner's when
+    `runner`, pinned for `platform` by the lockfile of --catalog (or --lock)."""
+    roles = [
+        ("benchmark", image_key(Axis.BENCHMARK, args.benchmark, args.task)),
+        ("agent", image_key(Axis.AGENT, args.agent)),
+    ]
+    if args.gateway:
+        roles.append(("gateway", image_key(Axis.GATEWAY, args.gateway)))
+    if runner:
+        roles.append(("runner", image_key(Axis.CORE, "crane-runner")))
+    return resolve(lockfile.read(lockfile.lock_path(args.catalog, args.lock)), roles, platform)
