@@ -7,7 +7,6 @@ so no catalog can inject HCL.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from buildgen.model.combination import template_environment
 from buildgen.model.defaults import DEFAULT_SHARD_SIZE as DEFAULT_SHARD_SIZE
 from buildgen.model.naming import Axis, bake_target_of_key
 
@@ -56,20 +56,12 @@ def _relative_to(path: str, start: str) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_environment(TEMPLATES)
     env.filters["hcl"] = hcl_string
     env.filters["bake_target"] = bake_target_of_key
     # bake reads `dockerfile` relative to the context; the plan keeps it relative to the catalog.
     env.filters["relative_to"] = _relative_to
     env.filters["hcl_list"] = lambda values: f"[{', '.join(map(hcl_string, values))}]"
-    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     return env
 
 

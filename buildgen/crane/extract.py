@@ -78,6 +78,7 @@ from buildgen.crane.tarstream import (
     TarError,
     TarReader,
 )
+from buildgen.crane.treecopy import CopyStats
 from buildgen.errors import ExternalToolError
 from buildgen.fsutil import Xattrs, write_xattrs
 
@@ -123,20 +124,10 @@ class ExtractPolicy:
 
 
 @dataclass
-class LayerStats:
-    """What one layer did to the rootfs."""
+class LayerStats(CopyStats):
+    """What one layer did to the rootfs: what a copy makes, and more."""
 
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    hardlinks: int = 0
-    fifos: int = 0
-    devices: int = 0
     whiteouts: int = 0
-    bytes: int = 0
-    """Bytes of regular-file content written."""
-    xattrs_skipped: int = 0
-    """xattrs the file system refused (EPERM/ENOTSUP), e.g. user.* on a symlink."""
     devices_skipped: int = 0
     diff_id: str = ""
     """The digest of the uncompressed tar stream, as computed while reading it."""

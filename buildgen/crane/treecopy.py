@@ -49,7 +49,7 @@ class CopyError(ExternalToolError):
 
 @dataclass
 class CopyStats:
-    """What `copy_tree` made."""
+    """What `copy_tree` made (and, with more, `extract.LayerStats` what a layer did)."""
 
     files: int = 0
     dirs: int = 0
@@ -58,7 +58,9 @@ class CopyStats:
     fifos: int = 0
     devices: int = 0
     bytes: int = 0
+    """Bytes of regular-file content written."""
     xattrs_skipped: int = 0
+    """xattrs the file system refused (EPERM/ENOTSUP), e.g. user.* on a symlink."""
 
 
 @dataclass(frozen=True)

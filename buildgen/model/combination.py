@@ -19,10 +19,12 @@ from buildgen.model.fusion import Provided
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-@cache
-def _environment() -> jinja2.Environment:
+def template_environment(directory: Path) -> jinja2.Environment:
+    """A jinja2 environment for buildgen's templates in `directory`: an undefined name is an
+    error, nothing is escaped (every value is escaped for its language by a filter), and
+    `json` renders a value as a JSON literal."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader(directory),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -31,6 +33,11 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     return env
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return template_environment(TEMPLATES)
 
 
 def combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
