@@ -217,3 +217,186 @@ def test_unread_data_is_skipped() -> None:
     second = reader.next()
     assert second is not None and b"".join(bytes(v) for v in reader.data()) == b"B"
     assert reader.next() is None
+
+
+# -- regressions found by tests/test_tarstream_fuzz.py: where tarstream read otherwise than Go's
+# archive/tar (Docker's reader), which it follows
+
+
+def reseal(data: bytearray, offset: int = 0) -> bytes:
+    """`data` with the checksum of its header at `offset` made right again."""
+    data[offset + 148 : offset + 156] = b" " * 8
+    data[offset + 148 : offset + 156] = b"%06o\0 " % sum(data[offset : offset + BLOCK])
+    return bytes(data)
+
+
+def pax_archive(*members: tuple[str, dict[str, str]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tf:
+        for name, records in members:
+            info = tarfile.TarInfo(name)
+            info.uid, info.mtime, info.linkname = 7, 100, "header-link"
+            info.pax_headers = records
+            tf.addfile(info, io.BytesIO(b""))
+    return out.getvalue()
+
+
+def records(*pairs: tuple[bytes, bytes]) -> bytes:
+    """pax records ("%d %s=%s\\n", the length counting itself)."""
+    out = b""
+    for key, value in pairs:
+        body = b" %s=%s\n" % (key, value)
+        size = len(body) + 1
+        while len(b"%d" % size) + len(body) != size:
+            size = len(b"%d" % size) + len(body)
+        out += b"%d" % size + body
+    return out
+
+
+def extended_header(kind: bytes, data: bytes) -> bytes:
+    """An x, g, L or K header and its data, as tarfile writes them."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = kind, len(data)
+    return info.tobuf(tarfile.USTAR_FORMAT) + data + bytes(-len(data) % BLOCK)
+
+
+def test_global_headers_are_checked_and_end_what_came_before() -> None:
+    # Go parses a g header's records and returns the header as an entry of its own (Docker
+    # skips it): a malformed record fails the archive, and x/L/K headers before it apply to
+    # nothing (tarstream applied them to the entry after the g header).
+    plain = archive(tarfile.USTAR_FORMAT, [member("plain")])
+    with pytest.raises(TarError, match="pax header record"):
+        read_all(extended_header(b"g", b"5 a=b\n") + plain)
+    before = extended_header(b"x", records((b"path", b"pax"))) + extended_header(b"L", b"long\0")
+    [(entry, _)] = read_all(before + extended_header(b"g", b"") + plain)
+    assert entry.name == "plain"
+
+
+def test_empty_pax_values_and_long_names_keep_the_header() -> None:
+    # Go: an empty pax value keeps the header's field (POSIX: it unsets the keyword), an
+    # empty GNU long name or link names nothing; tarstream emptied the name, refused uid=, ...
+    empty = {"path": "", "linkpath": "", "uid": "", "mtime": "", "SCHILY.xattr.user.a": ""}
+    [(entry, _)] = read_all(pax_archive(("header-name", empty)))
+    assert (entry.name, entry.linkname, entry.uid) == ("header-name", "header-link", 7)
+    assert (entry.mtime_ns, entry.xattrs) == (100 * 10**9, [])
+    header = archive(tarfile.USTAR_FORMAT, [member("header-name", linkname="header-link")])
+    [(entry, _)] = read_all(extended_header(b"L", b"") + extended_header(b"K", b"\0") + header)
+    assert (entry.name, entry.linkname) == ("header-name", "header-link")
+
+
+def test_a_later_pax_header_replaces_an_earlier_one() -> None:
+    # Go keeps the records of the last x header before an entry; tarstream merged them all.
+    plain = archive(tarfile.USTAR_FORMAT, [member("plain")])
+    first = extended_header(b"x", records((b"path", b"first"), (b"uid", b"12")))
+    [(entry, _)] = read_all(first + extended_header(b"x", records((b"gid", b"5"))) + plain)
+    assert (entry.name, entry.uid, entry.gid) == ("plain", 0, 5)
+
+
+def test_nul_bytes_in_pax_paths_and_keys_are_refused() -> None:
+    plain = archive(tarfile.USTAR_FORMAT, [member("plain")])
+    for pair in ((b"path", b"a\0b"), (b"linkpath", b"\0"), (b"ke\0y", b"v")):
+        with pytest.raises(TarError, match="NUL byte"):
+            read_all(extended_header(b"x", records(pair)) + plain)
+    binary = records((b"SCHILY.xattr.user.a", b"\0\1"))
+    [(entry, _)] = read_all(extended_header(b"x", binary) + plain)
+    assert entry.xattrs == [("user.a", b"\0\1")]  # binary values are fine elsewhere
+
+
+@pytest.mark.parametrize(
+    ("record", "error"),
+    [
+        ("uid= 5", "bad number"),  # Python's int() takes what Go's strconv.ParseInt does not:
+        ("uid=1_0", "bad number"),  # spaces, "_", other scripts' digits
+        ("uid=\u0661\u0662", "bad number"),
+        ("gid=9223372036854775808", "bad number"),  # past int64
+        ("size=+1", None),  # a sign is fine
+        ("mtime=inf", "bad number"),  # was an OverflowError out of Decimal, not a TarError
+        ("mtime=1e5", "bad number"),
+        ("atime=.5", "bad number"),
+        ("ctime=yesterday", "bad number"),  # not kept, but Go refuses it
+    ],
+)
+def test_pax_numbers_as_go_reads_them(record: str, error: str | None) -> None:
+    key, _, value = record.partition("=")
+    data = pax_archive(("f", {key: value}))
+    if error is None:
+        read_all(data)
+    else:
+        with pytest.raises(TarError, match=error):
+            read_all(data)
+
+
+def test_pax_times_past_nanoseconds_are_cut_toward_zero() -> None:
+    # Go's parsePAXTime drops digits past the ninth; tarstream floored a negative time.
+    [(entry, _), (late, _)] = read_all(
+        pax_archive(("f", {"mtime": "-1.9999999999"}), ("g", {"mtime": "+5.1234567891"}))
+    )
+    assert (entry.mtime_ns, late.mtime_ns) == (-1_999_999_999, 5_123_456_789)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        (b"\x00\x00000644", 0o644, "0o644"),  # Go trims leading NULs (tarstream read 0)
+        (b" \0 644\0 ", 0o644, "0o644"),
+        (b"+644\0\0\0\0", None, "not octal"),  # what int() takes and Go does not
+        (b"6_44\0\0\0\0", None, "not octal"),
+        (b"\t644\0\0\0\0", None, "not octal"),
+        (b"\x81" + bytes(7), 1 << 56, "2**56"),  # base-256: the top bit set is enough for Go
+        (b"\xc0" + bytes(7), -(1 << 62), "-2**62"),  # the sign in the next bit
+    ],
+)
+def test_header_numbers_as_go_reads_them(field: bytes, value: int | None, expected: str) -> None:
+    data = bytearray(archive(tarfile.USTAR_FORMAT, [member("m")]))
+    data[100:108] = field
+    if value is None:
+        with pytest.raises(TarError, match=expected):
+            read_all(reseal(data))
+    else:
+        [(entry, _)] = read_all(reseal(data))
+        assert entry.mode == value, expected
+
+
+def test_header_numbers_past_int64_and_base256_checksums_are_refused() -> None:
+    data = bytearray(archive(tarfile.GNU_FORMAT, [member("m")]))
+    data[136:148] = b"\x80" + b"\xff" * 11  # an mtime of 2**88 - 1
+    with pytest.raises(TarError, match="out of range"):
+        read_all(reseal(data))
+    data = bytearray(archive(tarfile.GNU_FORMAT, [member("m")]))
+    reseal(data)
+    data[148:156] = b"\x80" + int(data[148:154], 8).to_bytes(7, "big")  # the right sum
+    with pytest.raises(TarError, match=r"bad checksum|not octal"):
+        read_all(bytes(data))
+
+
+def test_device_numbers_are_read_in_ustar_and_gnu_headers_only() -> None:
+    # Go reads (and checks) devmajor/devminor in every ustar or GNU header, whatever its type,
+    # and none in a V7 header, whose bytes there are no fields (a V7 device is 0:0).
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT):
+        data = bytearray(archive(fmt, [member("f")]))
+        data[329:345] = b"0000003\x000000004\x00"
+        [(entry, _)] = read_all(reseal(data))
+        assert (entry.devmajor, entry.devminor) == (3, 4)
+        data[329:337] = b"bad\0\0\0\0\0"
+        with pytest.raises(TarError, match="not octal"):
+            read_all(reseal(data))
+    v7 = bytearray(archive(tarfile.USTAR_FORMAT, [member("dev/x", tarfile.CHRTYPE)]))
+    v7[257:265] = bytes(8)  # no magic: V7
+    v7[329:345] = b"junk" * 4
+    [(entry, _)] = read_all(reseal(v7))
+    assert (entry.type, entry.devmajor, entry.devminor) == ("3", 0, 0)
+
+
+@pytest.mark.parametrize("extended", [False, True])
+def test_a_stream_cut_in_padding_ends_the_archive(extended: bool) -> None:
+    # Go reads the padding after data with tryReadFull, whose io.EOF Next returns: the archive
+    # ends there (tarfile calls it an unexpected end of data, and so did tarstream).
+    data = archive(tarfile.USTAR_FORMAT, [member("a", data=b"x" * 600), member("b")])
+    if extended:
+        data = extended_header(b"x", records((b"gid", b"5"))) + data
+    cut = data.index(b"x" * 600) + 600 + 1
+    assert [(e.name, body) for e, body in read_all(data[:cut], 7)] == [("a", b"x" * 600)]
+    if extended:
+        assert read_all(data[: BLOCK + 8 + 100]) == []  # in the pax header's padding
+    with pytest.raises(TarError, match="unexpected end of data"):
+        read_all(data[: cut - 2])  # inside the data: an error still

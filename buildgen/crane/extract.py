@@ -36,7 +36,8 @@ can still be filled and a 0700 one is never briefly open.
 Integrity: the blob is hashed while it is decompressed and must match its digest (taken from the
 cache path `.../sha256/<hex>` or given), and the uncompressed stream must match the config's
 diff_id when one is given; a mismatch is an error, never a warning. The tar stream is read by
-`tarstream.TarReader`: a header that does not parse, or a stream cut short, is an error too.
+`tarstream.TarReader`, as Go's archive/tar reads it: a header that does not parse, or a stream
+cut short inside a header or file data, is an error too.
 
 Owners are set with chown, so extraction runs as root (there is no rootless mode). A hardlink
 header's owner and mode are applied to the inode, as Docker and containerd do (umoci does not;

@@ -10,18 +10,25 @@ every byte of file data twice on the way out; for a layer of 60,000 files that i
 extraction whose other half is the kernel's. This reader does what Go's archive/tar (Docker's,
 BuildKit's) does with the formats layers use, and refuses the rest:
 
-- ustar, pax and GNU headers; every header's checksum is checked (unsigned or signed sum);
-  numbers in octal or GNU base-256; the ustar `prefix` joined to the name (ustar/pax only,
-  as Go does: a GNU header's prefix area holds other fields);
-- pax extended headers (`x`) override path, linkpath, size, uid, gid, mtime and atime (exactly,
-  as nanoseconds), and carry `SCHILY.xattr.*`; GNU long names and long link names (`L`, `K`);
-  pax global headers (`g`) are skipped, as Docker's extraction does;
+- ustar, pax and GNU headers; every header's checksum is checked (unsigned or signed sum, in
+  octal); numbers read as Go reads them (octal digits only, spaces and NULs trimmed at both
+  ends; GNU base-256 when the top bit is set, within int64); the ustar `prefix` joined to the
+  name (ustar/pax only, as Go does: a GNU header's prefix area holds other fields); device
+  numbers read in ustar and GNU headers (V7 ones have none);
+- pax extended headers (`x`, the last one before an entry) override path, linkpath, size, uid,
+  gid, mtime and atime (exactly, as nanoseconds; numbers and times in Go's syntax), an empty
+  value keeping the header's, and carry `SCHILY.xattr.*` (NUL padding after the last record is
+  taken, as tarfile takes it; Go refuses it); GNU long names and long link names
+  (`L`, `K`; an empty one names nothing); pax global headers (`g`) are checked and skipped, as
+  Docker's extraction does, and what came before one applies to nothing (Go returns a `g`
+  header as an entry of its own);
 - a regular file named with a trailing slash in an old-style header (`\\0` type) is a directory;
   directories lose trailing slashes; links, directories, devices and FIFOs have no data;
 - the archive ends at a zero block, which must be followed by another zero block or the end of
-  the stream (Go's rule); it also ends where the stream ends at a header boundary. A stream that
-  ends inside a header or inside file data, a bad checksum, a bad number, sparse files (`S`,
-  `GNU.sparse.*`), or an extended header that does not parse is a `TarError`.
+  the stream (Go's rule); it also ends where the stream ends at a header boundary, or in the
+  padding after data (Go's reader too). A stream that ends inside a header or inside data, a bad
+  checksum, a bad number, sparse files (`S`, `GNU.sparse.*`), a negative size, uid or gid, or an
+  extended header that does not parse (or has a NUL in a key or a path) is a `TarError`.
 
 Names and PAX values are decoded as UTF-8 with surrogateescape (bytes that are not UTF-8 survive
 the round trip through `os.fsencode`), as tarfile does with those settings.
@@ -29,9 +36,9 @@ the round trip through `os.fsencode`), as tarfile does with those settings.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterator
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -39,6 +46,8 @@ _SIGNED = struct.Struct("148b8x356b")
 # Types whose size is the length of data that follows (Go: everything but header-only types).
 _HEADER_ONLY = frozenset("123456")  # link, symlink, char, block device, directory, FIFO
 _MAX_EXTENDED = 1 << 20  # an extended header (pax, long name) larger than this is refused
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+_PAX_STRINGS = frozenset((b"path", b"linkpath", b"uname", b"gname"))  # no NULs in these
 
 REGULAR = "0"
 HARDLINK = "1"
@@ -73,7 +82,7 @@ class Entry:
         self.mtime_ns = 0
         self.atime_ns: int | None = None
         self.linkname = ""
-        self.devmajor = 0  # of a character or block device
+        self.devmajor = 0  # of a character or block device (read in ustar and GNU headers)
         self.devminor = 0
         self.xattrs: list[tuple[str, bytes]] = []
         self.offset = 0  # of its header in the stream
@@ -91,23 +100,51 @@ def _text(field: bytes) -> str:
 
 
 def _number(field: bytes) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256, big-endian, two's complement for 0xff
-        value = int.from_bytes(field[1:], "big")
-        return value - (1 << (8 * (len(field) - 1))) if field[0] == 0xFF else value
-    end = field.find(b"\0")
-    digits = (field if end < 0 else field[:end]).strip(b" ")
-    try:
-        return int(digits, 8) if digits else 0
-    except ValueError:
-        raise TarError(f"a header number is not octal: {bytes(field)!r}") from None
+    """A header number as Go reads it: base-256 when the first byte's top bit is set (GNU:
+    big-endian two's complement, the sign in the next bit; past int64 refused), else octal."""
+    if field[0] & 0x80:
+        bits = 8 * len(field) - 1
+        value = int.from_bytes(field, "big") & ((1 << bits) - 1)
+        if value >> (bits - 1):
+            value -= 1 << bits
+        if not -(1 << 63) <= value < 1 << 63:
+            raise TarError(f"a header number is out of range: {bytes(field)!r}")
+        return value
+    return _octal(field)
+
+
+def _octal(field: bytes) -> int:
+    """Octal digits, spaces and NULs trimmed at both ends (fields are NUL-filled), cut at a NUL.
+    Only digits: Python's int() would also take a sign, "_" and other white space; Go does not."""
+    digits = field.strip(b" \0")
+    end = digits.find(b"\0")
+    if end >= 0:
+        digits = digits[:end]
+    if digits.translate(None, b"01234567"):
+        raise TarError(f"a header number is not octal: {bytes(field)!r}")
+    return int(digits, 8) if digits else 0
+
+
+def _decimal(text: str) -> int:
+    """A pax number as Go reads it (strconv.ParseInt): a sign, ASCII digits, within int64.
+    Python's int() would also take spaces, "_" and other scripts' digits."""
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    value = int(text)
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(text)
+    return value
 
 
 def _ns(text: str) -> int:
-    """A PAX time ("1700000000.123456789") in nanoseconds, exactly (a float would round)."""
-    try:
-        return int(Decimal(text).scaleb(9).to_integral_value(ROUND_FLOOR))
-    except (InvalidOperation, ValueError):
-        raise TarError(f"a pax time is not a number: {text!r}") from None
+    """A pax time ("1700000000.123456789") in nanoseconds, exactly (a float would round), as
+    Go's parsePAXTime reads it: digits past the ninth are cut off, toward zero (also for a
+    negative time), and only its syntax is taken (no exponent, no "inf")."""
+    seconds, _, fraction = text.partition(".")
+    if fraction.strip("0123456789"):
+        raise ValueError(text)
+    nanos = int(fraction[:9].ljust(9, "0"))
+    return _decimal(seconds) * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:
@@ -129,6 +166,8 @@ def _pax_records(data: bytes) -> dict[str, str]:
         key, equals, value = record[:-1].partition(b"=")
         if not equals or not key:
             raise TarError("a pax header record has no key")
+        if b"\0" in key or (key in _PAX_STRINGS and b"\0" in value):  # refused, as by Go
+            raise TarError(f"a pax header record has a NUL byte in {key!r}")
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return records
@@ -174,14 +213,14 @@ class TarReader:
         self.offset += size - need
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _skip(self, size: int) -> None:
+    def _skip(self, size: int) -> bool:
+        """Skips `size` bytes; False if the stream ends first."""
         while size and self._available():
             step = min(size, len(self._chunk) - self._pos)
             self._pos += step
             self.offset += step
             size -= step
-        if size:
-            raise TarError("unexpected end of data (the stream ends inside an entry's data)")
+        return not size
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -201,8 +240,12 @@ class TarReader:
         """The next entry, or None at the end of the archive."""
         if self.ended:
             return None
-        self._skip(self._left + self._padding)
-        self._left = self._padding = 0
+        if not self._skip(self._left):
+            raise TarError("unexpected end of data (the stream ends inside an entry's data)")
+        padding, self._left, self._padding = self._padding, 0, 0
+        if not self._skip(padding):
+            self._end_in_padding()
+            return None
         pax: dict[str, str] = {}
         long_name: str | None = None
         long_link: str | None = None
@@ -233,21 +276,29 @@ class TarReader:
                 data = self._read(entry.size)
                 if len(data) < entry.size:
                     raise TarError("unexpected end of data (in an extended header)")
-                self._skip(-entry.size % BLOCK)
+                if not self._skip(-entry.size % BLOCK):
+                    self._end_in_padding()
+                    return None
                 if kind == b"x":
-                    pax.update(_pax_records(data))
+                    pax = _pax_records(data)  # a later one replaces an earlier one (Go)
+                elif kind == b"g":
+                    # Go parses a global header's records (a malformed one fails the archive)
+                    # and returns it as an entry of its own, which Docker skips: so we skip it
+                    # too, and what came before it (x, L, K) applies to nothing.
+                    _pax_records(data)
+                    pax, long_name, long_link = {}, None, None
                 elif kind == b"L":
                     long_name = _text(data)
                 elif kind == b"K":
                     long_link = _text(data)
-                continue  # `g`: pax global headers are skipped (as Docker does)
+                continue
             if kind == b"S" or any(key.startswith("GNU.sparse.") for key in pax):
                 raise TarError(f"sparse files are not supported ({entry.name!r})")
             if pax:
                 self._apply_pax(entry, pax)
-            if long_name is not None:  # after pax, as Go's reader does
+            if long_name:  # after pax, as Go's reader does; an empty one names nothing (Go)
                 entry.name = long_name
-            if long_link is not None:
+            if long_link:
                 entry.linkname = long_link
             if entry.type in _REGULAR_TYPES:  # after the pax path: Go decides on the full name
                 old_dir = entry.type == "\0" and entry.name.endswith("/")
@@ -260,6 +311,12 @@ class TarReader:
             self._padding = -entry.size % BLOCK
             return entry
 
+    def _end_in_padding(self) -> None:
+        # The stream ends in the padding after an entry's (or an extended header's) data: so
+        # does the archive, as in Go's reader (it reads the padding with tryReadFull, whose
+        # io.EOF Next returns), though tarfile calls it an unexpected end of data.
+        self.ended = True
+
     def _header(self, block: bytes, offset: int) -> Entry:
         try:
             return self._parse_header(block, offset)
@@ -268,7 +325,7 @@ class TarReader:
 
     @staticmethod
     def _parse_header(block: bytes, offset: int) -> Entry:
-        stored = _number(block[148:156])
+        stored = _octal(block[148:156])  # never base-256 (Go)
         unsigned = 256 + sum(block) - sum(block[148:156])
         if stored != unsigned and stored != 256 + sum(_SIGNED.unpack(block)):
             raise TarError("bad checksum")
@@ -276,7 +333,8 @@ class TarReader:
         entry.offset = offset
         name = _text(block[0:100])
         kind = block[156:157].decode("latin-1")
-        if block[257:263] == b"ustar\0":  # ustar and pax: the prefix extends the name
+        ustar = block[257:263] == b"ustar\0"
+        if ustar:  # ustar and pax: the prefix extends the name
             prefix = _text(block[345:500])
             if prefix:
                 name = f"{prefix}/{name}"
@@ -288,7 +346,9 @@ class TarReader:
         entry.size = _number(block[124:136])
         entry.mtime_ns = _number(block[136:148]) * 1_000_000_000
         entry.linkname = _text(block[157:257])
-        if kind in (CHAR, BLOCK_DEVICE):
+        if ustar or block[257:265] == b"ustar  \0":
+            # Go reads (and checks) the device numbers of every ustar and GNU header, whatever
+            # its type, and none in a V7 one (where those bytes are not fields: 0:0 there).
             entry.devmajor = _number(block[329:337])
             entry.devminor = _number(block[337:345])
         if entry.size < 0 or entry.uid < 0 or entry.gid < 0:
@@ -299,20 +359,24 @@ class TarReader:
     def _apply_pax(entry: Entry, pax: dict[str, str]) -> None:
         try:
             for key, value in pax.items():
+                if not value:
+                    continue  # an empty value keeps the header's (Go; POSIX: "unset")
                 if key == "path":
                     entry.name = value
                 elif key == "linkpath":
                     entry.linkname = value
                 elif key == "size":
-                    entry.size = int(value)
+                    entry.size = _decimal(value)
                 elif key == "uid":
-                    entry.uid = int(value)
+                    entry.uid = _decimal(value)
                 elif key == "gid":
-                    entry.gid = int(value)
+                    entry.gid = _decimal(value)
                 elif key == "mtime":
                     entry.mtime_ns = _ns(value)
                 elif key == "atime":
                     entry.atime_ns = _ns(value)
+                elif key == "ctime":
+                    _ns(value)  # not kept, but Go refuses one that does not parse
                 elif key.startswith("SCHILY.xattr.") and len(key) > len("SCHILY.xattr."):
                     name = key[len("SCHILY.xattr.") :]
                     entry.xattrs.append((name, value.encode("utf-8", "surrogateescape")))
