@@ -26,7 +26,7 @@ from buildgen.registry import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, Registry
 MTIME = 1_700_000_000
 OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
-_TYPES = {
+TAR_TYPES = {
     "file": tarfile.REGTYPE,
     "dir": tarfile.DIRTYPE,
     "symlink": tarfile.SYMTYPE,
@@ -40,7 +40,7 @@ _DEFAULT_MODES = {"dir": 0o755, "symlink": 0o777}
 
 @dataclass(frozen=True)
 class Entry:
-    """One tar entry; `kind` is a key of _TYPES, or `typeflag` overrides it (raw bytes)."""
+    """One tar entry; `kind` is a key of TAR_TYPES, or `typeflag` overrides it (raw bytes)."""
 
     name: str
     kind: str = "file"
@@ -120,7 +120,7 @@ def tar_bytes(entries: Sequence[Entry]) -> bytes:
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in entries:
             info = tarfile.TarInfo(e.name)
-            info.type = e.typeflag if e.typeflag is not None else _TYPES[e.kind]
+            info.type = e.typeflag if e.typeflag is not None else TAR_TYPES[e.kind]
             info.mode = e.mode if e.mode is not None else _DEFAULT_MODES.get(e.kind, 0o644)
             info.uid, info.gid = e.uid, e.gid
             info.mtime = e.mtime

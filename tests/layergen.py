@@ -27,20 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hostile import MTIME, Entry, Layer, digest, gz
+from hostile import MTIME, TAR_TYPES, Entry, Layer, digest, gz
 from hypothesis import strategies as st
 
 # -- writing layers --------------------------------------------------------------------------
 
-_TYPES = {
-    "file": tarfile.REGTYPE,
-    "dir": tarfile.DIRTYPE,
-    "symlink": tarfile.SYMTYPE,
-    "hardlink": tarfile.LNKTYPE,
-    "fifo": tarfile.FIFOTYPE,
-    "char": tarfile.CHRTYPE,
-    "block": tarfile.BLKTYPE,
-}
 FORMATS = {"pax": tarfile.PAX_FORMAT, "gnu": tarfile.GNU_FORMAT, "ustar": tarfile.USTAR_FORMAT}
 
 
@@ -51,7 +42,7 @@ def tar_bytes(entries: list[Entry], fmt: str) -> bytes:
     with tarfile.open(fileobj=out, mode="w", format=FORMATS[fmt], encoding="utf-8") as tar:
         for e in entries:
             info = tarfile.TarInfo(e.name)
-            info.type = e.typeflag if e.typeflag is not None else _TYPES[e.kind]
+            info.type = e.typeflag if e.typeflag is not None else TAR_TYPES[e.kind]
             info.mode = e.mode if e.mode is not None else 0o644
             info.uid, info.gid = e.uid, e.gid
             info.mtime = e.mtime
