@@ -597,7 +597,8 @@ class _Applier:
         if self._cached is None or self._cached[0] != key:
             found = self._resolve(key, create=True)
             assert found is not None  # with create, a directory or a refusal
-            os.close(found[1])
+            self._forget()
+            self._cached = (key, *found)
         assert self._cached is not None
         real, fd = self._cached[1], self._cached[2]
         self._lent = fd
@@ -609,8 +610,9 @@ class _Applier:
                 os.close(fd)
 
     def _resolve(self, parts: Parts, *, create: bool) -> tuple[Parts, int] | None:
+        """`rootpath.resolve` from the root, its refusals as the entry's: a new fd."""
         try:
-            found = resolve(
+            return resolve(
                 self.root_fd,
                 parts,
                 create=self._made if create else None,
@@ -618,10 +620,6 @@ class _Applier:
             )
         except PathRefused as exc:
             raise _Refused(str(exc)) from None
-        if found is not None:
-            self._forget()
-            self._cached = (parts, found[0], os.dup(found[1]))
-        return found
 
     def _made(self, real: Parts) -> None:
         """Docker gives a parent directory the tar does not list mode 0755 and the owner the
