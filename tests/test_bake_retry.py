@@ -49,10 +49,12 @@ def test_the_tail_of_a_run_says_what_failed() -> None:
 
 
 @pytest.mark.parametrize("keep_going", [False, True])
-def test_a_run_that_built_everything_and_failed_is_reported_itself(keep_going: bool) -> None:
+def test_a_failed_run_whose_targets_all_landed_is_a_warning(keep_going: bool) -> None:
+    """Seen in CI: BuildKit's pusher got a 500 to a HEAD of a tag that a sibling target was
+    pushing, and buildx exited 1 with every image in the registry."""
     run = replace(ONE, unbuilt=(), keep_going=keep_going, retries=3)
-    assert decide(run) == Decision(Action.FAIL_RUN, stop=not keep_going)
-    assert decide(replace(run, daemon_gone=True)) == Decision(Action.FAIL_RUN, stop=True)
+    assert decide(run) == Decision(Action.LANDED)
+    assert decide(replace(run, daemon_gone=True)) == Decision(Action.LANDED, stop=True)
 
 
 @pytest.mark.parametrize("run", [ONE, MANY, replace(MANY, keep_going=True, retries=2)])

@@ -200,6 +200,41 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
     assert sum("daemon stopped answering" in reason for reason in failed.values()) == 4
 
 
+# buildx pushes everything, then fails: as BuildKit 0.13's pusher did in CI, on a 500 to a HEAD
+# of a tag a sibling target was pushing.
+PUSHES_THEN_FAILS = f"""\
+    {shutil.which("docker")} "$@" || exit
+    echo "ERROR: unexpected status from HEAD request to https://r.example/v2/x/manifests/t: 500"
+    exit 1
+"""
+
+
+@pytest.mark.docker
+def test_a_failed_buildx_run_whose_images_all_landed_is_a_warning(
+    docker_daemon: None, docker_registry: Registry, tmp_path: Path
+) -> None:
+    root = tmp_path / "c"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "x").write_text(f"{name}\n")
+        (root / name / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
+    (root / "catalog.yaml").write_text(
+        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
+        "  a: {context: a, version: 1.0.0}\n  b: {context: b, version: 1.0.0}\n"
+    )
+    bin_dir, env = docker_wrapper(tmp_path / "bin", PUSHES_THEN_FAILS)
+    out = root / "build"
+    result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
+                      f"{docker_registry.host}/landed", "--push", "--out", str(out),
+                      env=docker_registry.env(env))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "yet the registry holds every one of its 2 target(s)" in result.stderr
+    assert "500" in result.stderr.split("its last lines:")[1]  # buildx's own words, shown
+    assert len((bin_dir / "calls").read_text().splitlines()) == 1  # nothing built again
+    results = json.loads((out / "results.all.json").read_text())
+    assert sorted(results["images"]) == ["agents/a", "agents/b"] and not results["failed"]
+
+
 # The first build fails in the builder (as dockerd 26.1 sometimes does), the others run.
 BUILDER_FAILS_ONCE = """\
     if [ ! -e "$(dirname "$0")/failed-once" ]; then

@@ -40,6 +40,7 @@ import contextlib
 import io
 import itertools
 import operator
+import os
 import struct
 import tarfile
 from collections.abc import Callable
@@ -657,7 +658,7 @@ def spellings(value: int, width: int) -> st.SearchStrategy[bytes]:
         ways += [bytes(width), b" " * width]
     if spellable(value, width):
         ways.append(base256(value, width))
-    return st.sampled_from(ways)
+    return st.sampled_from(ways) if ways else st.nothing()  # e.g. past base-256's range
 
 
 CHKSUMS: list[Callable[[int, int], bytes]] = [  # (unsigned, signed sum): Go takes either
@@ -1112,8 +1113,12 @@ feeds = st.builds(
 )
 
 
+# BUILDGEN_FUZZ_EXAMPLES, else 1,000 (pytest's --hypothesis-seed=N repeats a run).
+EXAMPLES = int(os.environ.get("BUILDGEN_FUZZ_EXAMPLES") or 1000)
+
+
 @settings(
-    max_examples=1000,
+    max_examples=EXAMPLES,
     deadline=None,
     derandomize=False,
     print_blob=True,

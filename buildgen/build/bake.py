@@ -362,10 +362,13 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
         stopped = decision.stop
         uncached = _without_cache(unbuilt) if decision.no_cache else ()
         match decision.action:
-            case Action.FAIL_RUN:
-                failures.append(
-                    Failure(str(file_path), (), f"exit {outcome.returncode}", outcome.tail)
-                )
+            case Action.LANDED:
+                log.warning(
+                    "%s: docker buildx bake exited %d, yet the registry holds every one of its "
+                    "%d target(s) with all their platforms; its last lines:\n%s",
+                    file_path, outcome.returncode, len(bake_file.targets),
+                    "\n".join(f"  | {line}" for line in outcome.tail[-5:]),
+                )  # fmt: skip
             case Action.GIVE_UP:  # one run's log for all of them: its last lines each
                 failures += [Failure(i.key, i.platforms, results.failed[i.key], outcome.tail[-3:])
                              for i in unbuilt]  # fmt: skip

@@ -44,7 +44,7 @@ class Action(Enum):
     SPLIT = "split"  # build them again in two halves (--keep-going)
     FAIL = "fail"  # the one target failed alone: it counts as failed
     GIVE_UP = "give-up"  # they all count as failed, without narrowing down which did
-    FAIL_RUN = "fail-run"  # every target landed and buildx still failed: the run is the failure
+    LANDED = "landed"  # buildx failed, yet every target is in the registry: warn, go on
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,11 @@ class Decision:
 
 def decide(run: FailedRun) -> Decision:
     """The retry policy: what to do after `run` failed."""
-    if not run.unbuilt:  # buildx failed after pushing everything (e.g. metadata): report it
-        return Decision(Action.FAIL_RUN, stop=run.daemon_gone or not run.keep_going)
+    if not run.unbuilt:
+        # buildx failed, yet the registry holds every target with every platform (BuildKit's
+        # pusher fails on a 500 to a HEAD it makes after or beside another push of the same
+        # repository; a cache export can fail after the push): what was asked for is there.
+        return Decision(Action.LANDED, stop=run.daemon_gone)
     # The daemon gone: nothing more can be built, not again and not in halves.
     if run.daemon_gone or (run.retries == 0 and len(run.unbuilt) > 1 and not run.keep_going):
         return Decision(Action.GIVE_UP, stop=True)
