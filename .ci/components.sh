@@ -56,10 +56,10 @@ CONTAINERD_PIDFILE=$RUN/containerd.pid
 DOCKERD_PIDFILE=$RUN/docker.pid
 
 # Debian packages.  Bump RECIPE when anything here changes: install re-runs.
-BOOKWORM_PKGS=(ca-certificates docker-registry skopeo umoci busybox-static runc iptables debootstrap
+BOOKWORM_PKGS=(ca-certificates docker-registry skopeo umoci busybox-static runc iptables debootstrap bubblewrap
                libsystemd0 libcap2 libgcrypt20 liblzma5 libzstd1 liblz4-1 xz-utils)
 TRIXIE_PKGS=(docker.io containerd tini docker-buildx)
-RECIPE="r1 trixie: ${TRIXIE_PKGS[*]}"
+RECIPE="r2 trixie: ${TRIXIE_PKGS[*]}"
 ENGINE_BINS=(usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/containerd usr/bin/containerd-shim-runc-v2
              usr/bin/ctr usr/bin/docker-init usr/libexec/docker/cli-plugins/docker-buildx)
 PLUGIN_DIRS=(/usr/local/lib/docker/cli-plugins "${HOME:-/root}/.docker/cli-plugins")
@@ -461,6 +461,7 @@ cmd_check() {
     check_one skopeo skopeo --version
     check_one umoci umoci --version
     check_one busybox sh -c '/bin/busybox 2>&1 | head -n1 | grep -q "^BusyBox" && /bin/busybox | head -n1'
+    check_one bubblewrap bwrap --version
     check_one runc runc --version
     check_one docker-client docker --version
     check_one "docker engine ($host)" env DOCKER_HOST="$host" timeout 20 \

@@ -121,23 +121,18 @@ BASE_IMAGE = "local/crane-base:latest"  # the repo catalog's BASE_IMAGE for the 
 
 
 @pytest.fixture(scope="session")
-def base_image(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny local base image (static busybox): nothing can be pulled on these machines.
+def base_image(docker_daemon: None) -> str:
+    """The local base image the repo's catalog builds on (Debian bookworm with python3 and
+    bubblewrap; nothing can be pulled on these machines), made as scripts/dev-setup makes it.
 
     Also vendors the crane runner's Python dependencies into its build context, which every
     bake of the repo's catalog needs."""
     subprocess.run(["bash", str(REPO / "scripts" / "prepare-crane-runner")], check=True,
                    capture_output=True)  # fmt: skip
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not os.path.exists(busybox):
-        pytest.fail("busybox is not installed (apt-get install busybox-static)")
-    root = tmp_path_factory.mktemp("base")
-    (root / "bin").mkdir()
-    shutil.copy(busybox, root / "bin" / "busybox")
-    (root / "bin" / "sh").symlink_to("busybox")
-    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True)
-    subprocess.run(["docker", "import", "-", BASE_IMAGE], input=tar.stdout, check=True,
-                   capture_output=True)  # fmt: skip
+    made = subprocess.run([sys.executable, str(REPO / "scripts" / "make-base-image")],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.fail(f"scripts/make-base-image failed:\n{made.stderr[-3000:]}")
     return BASE_IMAGE
 
 

@@ -17,6 +17,7 @@ from buildgen.cli.common import (
     registry_options,
 )
 from buildgen.cli.resolve import pin
+from buildgen.crane.machine import check_runnable
 from buildgen.crane.materialize import (
     DEFAULT_UNPACKED_LIMIT,
     MaterializeOptions,
@@ -26,6 +27,7 @@ from buildgen.crane.overlay import unmount
 from buildgen.crane.resolve import from_env
 from buildgen.errors import UsageError
 from buildgen.fsutil import write_atomic
+from buildgen.model import lockfile
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from-env", action="store_true",
         help="take the references from EVAL_* variables, not the lockfile",
     )  # fmt: skip
+    parser.add_argument(
+        "--pipeline", type=Path, metavar="DIR",
+        help="also fuse DIR's opt/eval into the rootfs at /opt/eval (root-owned, 0755), as "
+        "the catalog's `pipeline` is in every combination image (the crane runner passes its "
+        "own copy)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--runnable", action="store_true",
+        help="refuse (exit 2, before any pull) a platform this machine cannot run: its own, "
+        "or one a binfmt_misc handler runs",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, passthrough: list[str]) -> int:
@@ -111,6 +124,10 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
             raise UsageError("--benchmark, --agent and --platform are needed (or --from-env)")
         platform = checked_platform(args.platform)
         pinned = pin(args, platform, runner=False)
+    if args.runnable:
+        check_runnable(platform, None if args.from_env else _platforms_of(args, pinned[0].key))
+    if args.pipeline is not None and not args.pipeline.is_dir():
+        raise UsageError(f"--pipeline {args.pipeline} is not a directory")
     options = MaterializeOptions(
         rootfs=args.rootfs,
         cache=args.cache,
@@ -118,6 +135,7 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
         unpacked_limit=args.unpacked_limit,
         overlay=args.overlay,
         registry=registry_options(args),
+        pipeline=args.pipeline,
     )
     record = materialize_pinned(platform, pinned, options)
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
@@ -127,3 +145,9 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
         sys.stdout.write(text)
     log.info("materialized %s into %s", " + ".join(p.key for p in pinned), args.rootfs)
     return 0
+
+
+def _platforms_of(args: argparse.Namespace, key: str) -> list[str]:
+    """The platforms the lockfile pins for image `key`."""
+    entry = lockfile.read(lockfile.lock_path(args.catalog, args.lock))["images"].get(key, {})
+    return sorted(entry.get("platforms", {}))

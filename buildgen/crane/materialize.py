@@ -32,7 +32,7 @@ from buildgen.crane.treecopy import copy_tree
 from buildgen.crane.unpacked import Layer, UnpackedCache, chain_id_of
 from buildgen.errors import CheckFailed, ExternalToolError, UsageError
 from buildgen.fsutil import read_xattrs, sha256_file
-from buildgen.model.fusion import Provided
+from buildgen.model.fusion import PIPELINE, Provided
 from buildgen.registry import MANIFEST_TYPES, RegistryClient, RegistryError, RegistryOptions
 from buildgen.registry.reference import parse_repository
 
@@ -179,7 +179,7 @@ def fuse(rootfs: Path, staging: Path, provided: Provided, label: str) -> None:
             f"{label} has no directory {provided.path}, which the catalog says it provides"
         )
     real, source_fd = found
-    with tempfile.NamedTemporaryFile(dir=staging.parent, suffix=".tar", delete=False) as handle:
+    with tempfile.NamedTemporaryFile(dir=rootfs.parent, suffix=".tar", delete=False) as handle:
         layer = Path(handle.name)
     try:
         with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -306,6 +306,7 @@ def materialize(
     mirrors: Sequence[str] = (),
     unpacked: UnpackedCache | None = None,
     overlay: bool = False,
+    pipeline: Path | None = None,
 ) -> dict[str, Any]:
     """Build the fused rootfs at `rootfs` (which must not exist or be empty); return the record
     of every digest used.
@@ -314,7 +315,8 @@ def materialize(
     the ones before it are there. With `unpacked`, the benchmark image is extracted once into
     that cache (by chain ID) and the rootfs is a copy of it: the next run only copies. With
     `overlay` too, the rootfs is an overlay mount of that tree instead of a copy (see
-    overlay.py), when this process may mount one; else it is a copy."""
+    overlay.py), when this process may mount one; else it is a copy. With `pipeline`, that
+    tree's /opt/eval is fused last, as every combination image has the catalog's pipeline."""
     if rootfs.is_symlink() or (rootfs.exists() and not rootfs.is_dir()):
         raise UsageError(f"--rootfs {rootfs} is not a directory: give a new directory")
     if rootfs.exists() and any(rootfs.iterdir()):
@@ -353,6 +355,8 @@ def materialize(
                         fuse(rootfs, staging / "rootfs", provided, part.key)
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
+            if pipeline is not None:
+                fuse(rootfs, pipeline, PIPELINE, "the pipeline")
             fetches.wait()  # every blob the record names is in the cache, verified
     except BaseException:
         # Nothing half-made stays: the rootfs was new or empty, so all of it goes (rmtree
@@ -388,6 +392,7 @@ class MaterializeOptions:
     unpacked_limit: int = DEFAULT_UNPACKED_LIMIT  # 0: keep no image unpacked
     overlay: bool = False  # the rootfs an overlay mount of the unpacked image, where it may be
     registry: RegistryOptions = field(default_factory=RegistryOptions)
+    pipeline: Path | None = None  # a tree whose opt/eval is fused in too (fusion.PIPELINE)
 
 
 def default_cache() -> Path:
@@ -413,6 +418,7 @@ def materialize_pinned(
     with RegistryClient(options.registry) as client:
         record = materialize(client, benchmark, others, rootfs=options.rootfs,
                              cache=BlobCache(cache_root), mirrors=options.mirrors,
-                             unpacked=unpacked, overlay=options.overlay)  # fmt: skip
+                             unpacked=unpacked, overlay=options.overlay,
+                             pipeline=options.pipeline)  # fmt: skip
     record["platform"] = platform
     return record

@@ -164,6 +164,8 @@ class _Checker:
             if problem:
                 self.add(("registry",), problem)
         self._platforms(data.get("platforms"), ("platforms",))
+        if isinstance(data.get("pipeline"), str):
+            self._directory(data["pipeline"], ("pipeline",), "pipeline directory")
         # With problems in the structure, each entry that is well formed by itself is still
         # checked on: every problem is reported at once.
         specs: dict[str, dict[str, ImageSpec | None]] = {}

@@ -157,6 +157,13 @@ class CatalogModel(_Model):
     agents: dict[str, Agent] = Field(default_factory=dict)
     gateways: dict[str, Gateway] = Field(default_factory=dict)
     combinations: list[Combination] = Field(default_factory=list)
+    pipeline: str | None = Field(
+        default=None,
+        description="A directory (relative to the catalog) holding the eval pipeline, whose "
+        "`run` is the eval's entry: every combination image gets it at /opt/eval (root-owned, "
+        "0755), as the crane runner puts its own copy into a crane-mode rootfs.",
+        examples=["containers/core/eval-pipeline"],
+    )
 
     @field_validator("core", "benchmarks", "agents", "gateways", mode="before")
     @classmethod

@@ -40,11 +40,19 @@ def _environment() -> jinja2.Environment:
     return template_environment(TEMPLATES)
 
 
-def combination_dockerfile(key: str, sources: Mapping[str, Sequence[Provided]]) -> str:
-    """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides."""
+def combination_dockerfile(
+    key: str, sources: Mapping[str, Sequence[Provided]], identity: Mapping[str, str] | None = None
+) -> str:
+    """The Dockerfile of a combination image: the fusion rule, from the paths each axis provides;
+    with the pipeline among the sources, `identity` (EVAL_BENCHMARK, EVAL_TASK, ...: what the
+    pipeline records in result.json) as ENV."""
     # Thousands of per-task combinations share their agent and gateway: render each rule once.
     rule = tuple((context, tuple(paths)) for context, paths in sources.items())
-    return _combination_dockerfile(rule).replace(_KEY_PLACEHOLDER, key, 1)
+    text = _combination_dockerfile(rule).replace(_KEY_PLACEHOLDER, key, 1)
+    if identity and "pipeline" in sources:
+        pairs = " ".join(f"{name}={json.dumps(value)}" for name, value in identity.items())
+        text += f"# What this eval is, for the pipeline's result.json.\nENV {pairs}\n"
+    return text
 
 
 _KEY_PLACEHOLDER = "\x00key\x00"
@@ -66,4 +74,4 @@ def _combination_dockerfile(rule: tuple[tuple[str, tuple[Provided, ...]], ...]) 
         )
     ]
     template = _environment().get_template("combination.Dockerfile.j2")
-    return template.render(key=_KEY_PLACEHOLDER, steps=steps)
+    return template.render(key=_KEY_PLACEHOLDER, steps=steps, pipeline="pipeline" in sources)

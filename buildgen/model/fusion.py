@@ -47,3 +47,9 @@ class Provided:
             raise ValueError(f"not PATH:MODE[:UID:GID]: {text!r}")
         uid, gid = (int(owner[0]), int(owner[1])) if owner else (0, 0)
         return cls(path, int(mode, 8), uid, gid)
+
+
+# The eval pipeline (the catalog's `pipeline` directory, docs/crane-mode.md "The eval pipeline")
+# is fused like an axis: every combination image gets its /opt/eval, and so does a crane-mode
+# rootfs, from the runner's copy of the same directory.
+PIPELINE = Provided("/opt/eval", 0o755, 0, 0)

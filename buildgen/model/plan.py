@@ -19,7 +19,7 @@ from buildgen.errors import UsageError
 from buildgen.model import inputs, naming
 from buildgen.model.catalog import TASK_PLACEHOLDER, Catalog
 from buildgen.model.catalog_models import Agent, Benchmark, Gateway, ImageSpec, ProvidedPath
-from buildgen.model.fusion import DEFAULT_MODES, Provided
+from buildgen.model.fusion import DEFAULT_MODES, PIPELINE, Provided
 from buildgen.model.naming import Axis
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class PlannedImage:
     args: Mapping[str, str]
     labels: Mapping[str, str]
     contexts: Mapping[str, str] = field(default_factory=dict)  # named context -> image key
+    directories: Mapping[str, str] = field(default_factory=dict)  # named context -> directory
     depends_on: tuple[str, ...] = ()
     provides: tuple[Provided, ...] = ()
     cache_from: tuple[str, ...] = ()
@@ -79,6 +80,7 @@ class PlannedImage:
             "args": dict(self.args),
             "labels": dict(self.labels),
             "contexts": dict(self.contexts),
+            "directories": dict(self.directories),
             "depends_on": list(self.depends_on),
             "provides": [p.to_json() for p in self.provides],
             "cache_from": list(self.cache_from),
@@ -277,6 +279,9 @@ def _combinations(
     catalog: Catalog, prefix: str, hashes: Mapping[str, str]
 ) -> Iterable[PlannedImage]:
     model = catalog.model
+    pipeline_digest = (
+        inputs.context_digest(catalog.root / model.pipeline, None) if model.pipeline else ""
+    )
     for pairing in catalog.pairings:
         rule = pairing.rule
         bench = model.benchmarks[pairing.benchmark]
@@ -288,7 +293,7 @@ def _combinations(
         for task in tasks:
             yield _combination(
                 catalog, prefix, hashes, pairing.benchmark, bench, pairing.agent, agent,
-                rule.gateway, gateway, task, rule.version,
+                rule.gateway, gateway, task, rule.version, pipeline_digest,
             )  # fmt: skip
 
 
@@ -304,6 +309,7 @@ def _combination(
     gateway: Gateway | None,
     task: str | None,
     version: str | None,
+    pipeline_digest: str,
 ) -> PlannedImage:
     name = naming.eval_name(bench_name, agent_name)
     key = naming.image_key(Axis.EVAL, name, task)
@@ -317,9 +323,20 @@ def _combination(
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
         sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
+    directories, digests = {}, {}
+    if catalog.model.pipeline is not None:  # a directory laid out as the rootfs has it
+        directories["pipeline"] = catalog.model.pipeline
+        sources["pipeline"] = (PIPELINE,)
+        digests["pipeline"] = pipeline_digest
     from buildgen.model.combination import combination_dockerfile  # jinja2: combinations only
 
-    dockerfile = combination_dockerfile(key, sources)
+    identity = {
+        "EVAL_BENCHMARK": contexts["benchmark"].split(":", 1)[0],
+        "EVAL_TASK": task or "",
+        "EVAL_AGENT": contexts["agent"],
+        "EVAL_GATEWAY": contexts.get("gateway", ""),
+    }
+    dockerfile = combination_dockerfile(key, sources, identity)
     labels = _labels(catalog, key, version, None)
     digest = inputs.inputs_hash(
         context=None,
@@ -329,7 +346,7 @@ def _combination(
         args={},
         labels=labels,
         platforms=platforms,
-        dependencies={name: hashes[dep] for name, dep in contexts.items()},
+        dependencies={name: hashes[dep] for name, dep in contexts.items()} | digests,
     )
     return PlannedImage(
         key=key,
@@ -348,6 +365,7 @@ def _combination(
         args={},
         labels=labels,
         contexts=contexts,
+        directories=directories,
         depends_on=tuple(contexts.values()),
         inputs=digest,
     )

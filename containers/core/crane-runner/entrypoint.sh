@@ -1,6 +1,8 @@
 #!/bin/sh
-# The crane runner's entrypoint (POSIX sh): materialize the eval's rootfs, run the agent's
-# install.sh inside it, then hand over to the harness entrypoint (the arguments: exec "$@").
+# The crane runner's entrypoint (POSIX sh): materialize the eval's rootfs, then run the eval
+# inside it, sandboxed: the pipeline /opt/eval/run (docs/crane-mode.md, "The eval pipeline"),
+# whose result lands in $EVAL_OUTPUT/task/result.json. Given arguments instead, it runs the
+# agent's install.sh in the rootfs and hands over to them (exec "$@"): a harness of its own.
 #
 # Which images (digest-pinned), one of:
 #   EVAL_BENCHMARK_IMAGE set   -> `buildgen materialize --from-env`: EVAL_PLATFORM and
@@ -21,17 +23,29 @@
 #                      the cache when the container may mount (CAP_SYS_ADMIN), else a copy; 0:
 #                      always a copy
 # Registry credentials come from the Docker config (DOCKER_CONFIG), as for `buildgen publish`.
+# A platform this machine cannot run is refused before anything is pulled (exit 2).
 #
-# Then: /opt/agent/install.sh is run inside the rootfs (chroot) when it is there and the rootfs
-# has a /bin/sh (else it is logged and skipped), and the harness is exec'd with EVAL_ROOTFS and
-# EVAL_RECORD exported. Exit codes: buildgen's (2 bad input, 3 registry/extraction failure), 2
-# for a bad environment, 1 if install.sh failed.
+# The eval (no arguments):
+# EVAL_OUTPUT          where result.json and the logs go (default /output; mount it)
+# EVAL_TASK            for a shared-environment benchmark: the task to run
+# EVAL_SANDBOX         auto (default): bubblewrap when it can start here (it needs
+#                      CAP_SYS_ADMIN: `docker run --privileged`, or --cap-add SYS_ADMIN
+#                      --security-opt seccomp=unconfined), else chroot; or bwrap, or chroot
+# EVAL_AGENT_TIMEOUT   seconds the agent may run (default 600)
+# Which sandbox, and why, is logged and written to the record ("sandbox"). Exit: the
+# pipeline's (0 when it wrote a result, resolved or not).
+#
+# With arguments: /opt/agent/install.sh is run inside the rootfs (chroot) when it is there and
+# the rootfs has a /bin/sh (else it is logged and skipped), and the arguments are exec'd with
+# EVAL_ROOTFS and EVAL_RECORD exported; 1 if install.sh failed.
+# Exit codes: buildgen's (2 bad input, 3 registry/extraction failure), 2 for a bad environment.
 set -eu
 
 log() { printf 'crane-runner: %s\n' "$*" >&2; }
 die() { printf 'crane-runner: error: %s\n' "$*" >&2; exit 2; }
 
 ROOTFS=${EVAL_ROOTFS:-/eval/rootfs}
+PIPELINE=/opt/buildgen/pipeline   # the eval pipeline's tree (opt/eval/run), fused into the rootfs
 CACHE=${EVAL_CACHE:-/eval/cache}
 RECORD=${EVAL_RECORD:-/eval/record.json}
 IMAGE_PYTHONPATH=/opt/buildgen:/opt/buildgen/vendor   # the Dockerfile's ENV PYTHONPATH
@@ -40,6 +54,10 @@ IMAGE_PYTHONPATH=/opt/buildgen:/opt/buildgen/vendor   # the Dockerfile's ENV PYT
 CALLER_PYTHONPATH=${PYTHONPATH:-}
 [ "$CALLER_PYTHONPATH" != "$IMAGE_PYTHONPATH" ] || CALLER_PYTHONPATH=
 
+case ${EVAL_SANDBOX:-auto} in
+    auto | bwrap | chroot) ;;
+    *) die "EVAL_SANDBOX must be 'auto', 'bwrap' or 'chroot', not '$EVAL_SANDBOX'" ;;
+esac
 case ${EVAL_BENCHMARK_ENV:-} in
     "" | shared | per-task) ;;
     *) die "EVAL_BENCHMARK_ENV must be 'shared' or 'per-task', not '$EVAL_BENCHMARK_ENV'" ;;
@@ -69,6 +87,9 @@ if [ -n "${EVAL_BENCHMARK_IMAGE:-}" ]; then
         task=$EVAL_TASK
     fi
     what=${key:-$EVAL_BENCHMARK_IMAGE}
+    benchmark_key=${key%%:*}
+    agent_key=${EVAL_AGENT_KEY:-}
+    gateway_key=${EVAL_GATEWAY_IMAGE:+${EVAL_GATEWAY_KEY:-}}
 else
     mode="lock"
     benchmark=${EVAL_BENCHMARK:-}
@@ -95,6 +116,9 @@ else
         "references in EVAL_* variables (\`buildgen resolve --format env\`)"
     platform=${EVAL_PLATFORM:-$(native_platform)}
     what="benchmarks/$benchmark${task:+:$task}"
+    benchmark_key=benchmarks/$benchmark
+    agent_key=agents/$agent
+    gateway_key=${gateway:+models/$gateway}
 fi
 
 case ${EVAL_BENCHMARK_ENV:-} in
@@ -118,6 +142,8 @@ materialize() {
     # An overlay rootfs when this container may mount (it goes away with the container),
     # else a copy of the unpacked image.
     [ "${EVAL_OVERLAY:-1}" = 0 ] || set -- "$@" --overlay
+    [ ! -d "$PIPELINE" ] || set -- "$@" --pipeline "$PIPELINE"
+    set -- "$@" --runnable
     if [ "$mode" = env ]; then
         set -- "$@" --from-env
     else
@@ -127,6 +153,106 @@ materialize() {
     fi
     log "buildgen $*"
     PYTHONPATH=$IMAGE_PYTHONPATH${CALLER_PYTHONPATH:+:$CALLER_PYTHONPATH} python3 -m buildgen "$@"
+}
+
+# ---- the eval (no arguments) ----------------------------------------------------------------
+OUTPUT=${EVAL_OUTPUT:-/output}
+BWRAP_NAMESPACES="--unshare-pid --unshare-ipc --unshare-uts --unshare-net --unshare-cgroup-try"
+
+# The images used, from the record, for result.json: {role: {key, reference, manifest}}.
+images_used() {
+    python3 -c 'import json, sys
+record = json.load(open(sys.argv[1]))
+print(json.dumps({role: {k: entry[k] for k in ("key", "reference", "manifest")}
+                  for role, entry in sorted(record["images"].items())}, sort_keys=True))' "$RECORD"
+}
+
+# Note in the record which sandbox runs the eval, and why.
+record_sandbox() {
+    python3 -c 'import json, os, sys
+path, kind, reason = sys.argv[1:]
+record = json.load(open(path))
+record["sandbox"] = {"kind": kind, "reason": reason}
+with open(path + ".tmp", "w") as out:
+    out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
+os.replace(path + ".tmp", path)' "$RECORD" "$1" "$2"
+}
+
+# The pipeline's environment, one NAME=VALUE a line: the eval's identity, nothing of the
+# runner's (no credentials, no cache or lockfile paths).
+eval_env() {
+    printf '%s\n' "PATH=/usr/local/bin:/usr/bin:/bin" "EVAL_MODE=crane" "EVAL_SANDBOX=$1" \
+        "EVAL_BENCHMARK=$benchmark_key" "EVAL_TASK=$task" "EVAL_AGENT=$agent_key" \
+        "EVAL_GATEWAY=$gateway_key" "EVAL_IMAGES=$images" "EVAL_OUTPUT=/output" \
+        "EVAL_AGENT_TIMEOUT=${EVAL_AGENT_TIMEOUT:-600}"
+}
+
+# bubblewrap: the rootfs as /, a fresh /proc, a minimal /dev, /output bound from the runner;
+# new mount, pid, ipc, uts, network (loopback only) and cgroup namespaces.
+run_bwrap() {
+    set -f
+    # shellcheck disable=SC2086  # the namespace flags are words
+    set -- --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$OUTPUT" /output \
+        $BWRAP_NAMESPACES --die-with-parent --new-session --clearenv --chdir /
+    set +f
+    pairs=$(eval_env bwrap)
+    old_ifs=$IFS
+    IFS='
+'
+    for pair in $pairs; do set -- "$@" --setenv "${pair%%=*}" "${pair#*=}"; done
+    IFS=$old_ifs
+    exec bwrap "$@" /opt/eval/run
+}
+
+# chroot: the runner's own namespaces; the rootfs's /output is copied out afterwards.
+run_chroot() {
+    for dir in dev output; do
+        [ ! -L "$ROOTFS/$dir" ] || die "the rootfs's /$dir is a symlink: refusing to chroot"
+        mkdir -p "$ROOTFS/$dir"
+    done
+    for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9"; do
+        # shellcheck disable=SC2086  # name, major, minor
+        set -- $node
+        [ -e "$ROOTFS/dev/$1" ] || [ -L "$ROOTFS/dev/$1" ] ||
+            mknod -m 0666 "$ROOTFS/dev/$1" c "$2" "$3" ||
+            die "cannot make /dev/$1 in the rootfs (no CAP_MKNOD?)"
+    done
+    pairs=$(eval_env chroot)
+    chroot=$(command -v chroot) || die "no chroot here (coreutils)"
+    status=0
+    # shellcheck disable=SC2086  # one NAME=VALUE a line
+    (IFS='
+'; exec env -i $pairs "$chroot" "$ROOTFS" /opt/eval/run) || status=$?
+    if [ -d "$ROOTFS/output/task" ] && [ ! -L "$ROOTFS/output/task" ]; then
+        mkdir -p "$OUTPUT/task"
+        cp -R -P "$ROOTFS/output/task/." "$OUTPUT/task/"  # links copied as links, never followed
+    fi
+    exit "$status"
+}
+
+run_eval() {
+    [ -f "$ROOTFS/opt/eval/run" ] || die "the rootfs has no /opt/eval/run (the eval pipeline)"
+    mkdir -p "$OUTPUT"
+    images=$(images_used)
+    kind=${EVAL_SANDBOX:-auto}
+    reason="asked for (EVAL_SANDBOX=$kind)"
+    if [ "$kind" = auto ]; then
+        set -f
+        if ! command -v bwrap >/dev/null 2>&1; then
+            kind=chroot reason="bwrap is not installed"
+        # shellcheck disable=SC2086  # the namespace flags are words
+        elif probe=$(bwrap --bind "$ROOTFS" / --proc /proc --dev /dev $BWRAP_NAMESPACES \
+                --die-with-parent /bin/sh -c : 2>&1); then
+            kind=bwrap reason="bwrap starts here"
+        else
+            kind=chroot reason="bwrap cannot start here: $(printf '%s' "$probe" | head -n 1)"
+        fi
+        set +f
+    fi
+    log "sandbox: $kind ($reason)"
+    record_sandbox "$kind" "$reason"
+    log "running the eval: /opt/eval/run, output in $OUTPUT/task"
+    if [ "$kind" = bwrap ]; then run_bwrap; else run_chroot; fi
 }
 
 record_dir=${RECORD%/*}
@@ -144,7 +270,10 @@ EVAL_ROOTFS=$ROOTFS
 EVAL_RECORD=$RECORD
 export EVAL_ROOTFS EVAL_RECORD
 
-# ---- the agent's install.sh, inside the rootfs --------------------------------------------
+# ---- no arguments: the eval, the pipeline inside the rootfs, sandboxed ----------------------
+[ "$#" -gt 0 ] || run_eval  # never returns
+
+# ---- arguments: the agent's install.sh inside the rootfs, then a harness of its own ---------
 in_rootfs() {
     if command -v chroot >/dev/null 2>&1; then
         chroot "$ROOTFS" "$@"
@@ -172,6 +301,5 @@ else
 fi
 
 # ---- the harness ------------------------------------------------------------------------
-[ "$#" -gt 0 ] || exit 0
 log "handing over to: $*"
 exec "$@"

@@ -1,0 +1,7 @@
+import re
+
+USERNAME = re.compile(r"^[\w.@+-]+$")
+
+
+def valid_username(name):
+    return bool(USERNAME.match(name))
