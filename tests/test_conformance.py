@@ -68,9 +68,14 @@ def exported(reference: str, dest: Path) -> Path:
 
 
 def image_tree(rootfs: Path) -> dict[str, TreeEntry]:
+    """The tree of `rootfs` without what a container runtime adds to it (RUNTIME_ONLY)."""
+    return image_part(tree(rootfs))
+
+
+def image_part(entries: dict[str, TreeEntry]) -> dict[str, TreeEntry]:
     return {
         path: entry
-        for path, entry in tree(rootfs).items()
+        for path, entry in entries.items()
         if not any(path == p or path.startswith(p + "/") for p in RUNTIME_ONLY)
     }
 
@@ -94,7 +99,8 @@ def test_crane_mode_equals_container_mode(
     rootfs, record = tmp_path / "rootfs", tmp_path / "record.json"
     args = ["materialize", "--lock", str(lock), "--benchmark", benchmark, "--agent", agent,
             "--gateway", "mock-gateway", "--platform", "linux/amd64", "--rootfs", str(rootfs),
-            "--cache", str(tmp_path / "cache"), "--record", str(record)]  # fmt: skip
+            "--cache", str(tmp_path / "cache"), "--record", str(record),
+            "--pipeline", str(REPO / "containers/core/eval-pipeline")]  # fmt: skip
     if task:
         args += ["--task", task]
     result = buildgen(*args, env=env)
@@ -112,7 +118,9 @@ def test_crane_mode_equals_container_mode(
     assert crane["/tasks"].mode == 0o700 and crane["/tests"].mode == 0o700
     assert crane["/tests"].uid == 0
     assert crane["/opt/gateway"].mode == 0o700 and crane["/opt/gateway"].uid == 0
-    assert crane["/opt/gateway/config.yaml"].mode == 0o600
+    assert crane["/opt/gateway/answers.json"].mode == 0o600
+    assert crane["/opt/eval"] == TreeEntry("dir", 0o755, 0, 0, "")
+    assert crane["/opt/eval/run"].mode == 0o755 and crane["/opt/eval/run"].uid == 0
 
     used = json.loads(record.read_text())
     assert used["platform"] == "linux/amd64"

@@ -1,6 +1,5 @@
-"""The crane runner for real: the core/crane-runner image, baked from the repo's catalog on a
-Debian bookworm base with python3 that the test makes itself (debootstrap + docker import,
-cached), runs in a container against the test registry (--network host) and gives the same
+"""The crane runner for real: the core/crane-runner image, baked from the repo's catalog on its
+Debian bookworm base (scripts/make-base-image: debootstrap + docker import, cached), runs in a container against the test registry (--network host) and gives the same
 rootfs and record as `buildgen materialize` on the host, and as the combination image; from
 `buildgen resolve --format env` variables and from a mounted lockfile (a per-task benchmark);
 through a pull-through mirror with the origin stopped, running the agent's install.sh in the
@@ -16,122 +15,28 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from components import Registry
-from conftest import REPO, copy_repo_catalog, missing
-from test_conformance import exported, image_tree
+from conftest import REPO, copy_repo_catalog
+from test_conformance import exported, image_part, image_tree
 from test_mirror import Mirrored, start_mirrored
 from trees import TreeEntry, tree
 
-from buildgen.model.naming import bake_target_of_key
-
 pytestmark = pytest.mark.docker
 
-DEBIAN_IMAGE = "local/debian-py:bookworm"
-# debootstrap takes ~35 s: its rootfs is kept as a tarball here, across test runs
-CACHE_DIR = Path(os.environ.get("BUILDGEN_TEST_CACHE", "/var/cache/buildgen-test"))
+# debootstrap takes ~35 s: scripts/make-base-image keeps its rootfs as a tarball, across runs
 RUNNER_KEY = "core/crane-runner"
 PLATFORM = "linux/amd64"
 DOCKER_RUN_TIMEOUT = 600
+HOSTILE = Path(__file__).resolve().parent / "agents" / "hostile-agent"
+PIPELINE = REPO / "containers/core/eval-pipeline"
 
 
 def buildgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "buildgen", *args], capture_output=True,
                           text=True, cwd=REPO, env=env)  # fmt: skip
-
-
-# -- the base image: Debian bookworm (minbase) with python3 ---------------------------------
-
-
-def debian_uri() -> str:
-    """The archive URI of the system's Debian source (never a host name written here): the first
-    deb822 stanza whose Suites hold a plain codename (not -security/-updates), else the first."""
-    uris: list[tuple[bool, str]] = []
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
-    for stanza in sources.read_text().split("\n\n") if sources.is_file() else []:
-        fields: dict[str, list[str]] = {}
-        for line in stanza.splitlines():
-            key, _, value = line.partition(":")
-            if value and not line.startswith((" ", "#")):
-                fields[key.strip()] = value.split()
-        if fields.get("URIs"):
-            plain = any("-" not in suite for suite in fields.get("Suites", []))
-            uris.append((plain, fields["URIs"][0]))
-    legacy = Path("/etc/apt/sources.list")
-    for line in legacy.read_text().splitlines() if legacy.is_file() else []:
-        words = line.split()
-        if words[:1] == ["deb"]:
-            uris += [(False, w) for w in words[1:] if "://" in w][:1]
-    if not uris:
-        missing("no Debian archive URI in /etc/apt/sources.list.d/debian.sources")
-    return next((u for plain, u in uris if plain), uris[0][1]).rstrip("/")
-
-
-def _image_exists(reference: str) -> bool:
-    result = subprocess.run(["docker", "image", "inspect", reference], capture_output=True)
-    return result.returncode == 0
-
-
-def _unmount_under(root: Path) -> None:
-    """debootstrap mounts /proc and /sys in the target; never delete through a leftover mount."""
-    prefix = str(root.resolve()) + "/"
-    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-    for point in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
-
-
-def _debootstrap_tarball(work: Path) -> Path:
-    """The cached rootfs tarball, made with debootstrap when it is not there yet."""
-    try:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        cache = CACHE_DIR
-    except OSError:
-        cache = work  # not root: this session only
-    tarball = cache / "debian-py-bookworm.tar"
-    if tarball.is_file():
-        return tarball
-    if shutil.which("debootstrap") is None:
-        missing("debootstrap is not installed (apt-get install debootstrap)")
-    root = work / "root"
-    try:
-        result = subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(root),
-             debian_uri()],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert result.returncode == 0, (
-            f"debootstrap failed:\n{(result.stdout + result.stderr)[-3000:]}"
-        )
-        _unmount_under(root)
-        partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.tmp")
-        subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial),
-             "--exclude=./var/cache/apt/archives/*.deb", "--exclude=./var/lib/apt/lists/*", "."],
-            check=True,
-        )  # fmt: skip
-        os.replace(partial, tarball)
-    finally:
-        _unmount_under(root)
-        shutil.rmtree(root, ignore_errors=True)
-    return tarball
-
-
-@pytest.fixture(scope="session")
-def debian_py(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """local/debian-py:bookworm: kept when the image store has it, else imported from the
-    cached tarball, else debootstrapped (~35 s) first."""
-    if not _image_exists(DEBIAN_IMAGE):
-        tarball = _debootstrap_tarball(tmp_path_factory.mktemp("debootstrap"))
-        with tarball.open("rb") as handle:
-            result = subprocess.run(["docker", "import", "-", DEBIAN_IMAGE], stdin=handle,
-                                    capture_output=True, text=True)  # fmt: skip
-        assert result.returncode == 0, result.stderr
-    check = subprocess.run(["docker", "run", "--rm", "--network", "none", DEBIAN_IMAGE,
-                            "python3", "-c", "import sys; print(sys.version_info[:2] >= (3, 10))"],
-                           capture_output=True, text=True)  # fmt: skip
-    assert check.stdout.strip() == "True", check.stderr
-    return DEBIAN_IMAGE
 
 
 # -- the released images: the repo's catalog, the runner on the Debian base ---------------------
@@ -155,25 +60,28 @@ def prepare_vendor() -> None:
 
 @pytest.fixture(scope="module")
 def released(
-    debian_py: str, docker_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+    base_image: str, docker_registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Released:
+    """The repo's catalog, plus the test-only hostile agent, baked, pushed and published."""
     prepare_vendor()
+    root = tmp_path_factory.mktemp("catalog")
+    catalog = copy_repo_catalog(root)
+    shutil.copytree(HOSTILE, root / "containers/agents/hostile-agent")
+    text = catalog.read_text().replace(
+        "\ngateways:",
+        "\n  hostile-agent: {context: containers/agents/hostile-agent, version: 0.0.1}"
+        "\n\ngateways:",
+        1,
+    )
+    catalog.write_text(text)
     prefix, trust = f"{docker_registry.host}/crane-runner-test", docker_registry.env()
     out = tmp_path_factory.mktemp("bake")
-    # The runner alone (one target, so `--set` names a target of every bake file), on the
-    # Debian base; then everything else with the catalog's own arguments.
-    base = f"{bake_target_of_key(RUNNER_KEY)}.args.BASE_IMAGE={debian_py}"
-    core = buildgen("bake", "--push", "--registry", prefix, "--select", "core/*",
-                    "--out", str(out / "core"), "--", "--set", base, env=trust)  # fmt: skip
-    assert core.returncode == 0, core.stderr[-4000:]
-    rest = buildgen("bake", "--push", "--registry", prefix, "--select", "benchmarks/*",
-                    "--select", "agents/*", "--select", "models/*", "--select", "evals/*",
-                    "--out", str(out / "rest"), env=trust)  # fmt: skip
-    assert rest.returncode == 0, rest.stderr[-4000:]
+    baked = buildgen("bake", "--catalog", str(catalog), "--push", "--registry", prefix,
+                     "--out", str(out), env=trust)  # fmt: skip
+    assert baked.returncode == 0, baked.stderr[-4000:]
     lock = out / "images.lock.json"
-    publish = buildgen("publish", "--registry", prefix, "--lock", str(lock), "--from",
-                       str(out / "core/results.all.json"), str(out / "rest/results.all.json"),
-                       env=trust)  # fmt: skip
+    publish = buildgen("publish", "--catalog", str(catalog), "--registry", prefix, "--lock",
+                       str(lock), "--from", str(out / "results.all.json"), env=trust)  # fmt: skip
     assert publish.returncode == 0, publish.stderr[-4000:]
     env = resolve(lock, "terminal-bench", "echo-agent")
     return Released(prefix, lock, env["EVAL_RUNNER_IMAGE"], docker_registry)
@@ -218,8 +126,8 @@ def host_materialize(
     )
     record = rootfs.with_suffix(".json")
     result = buildgen("materialize", "--from-env", "--rootfs", str(rootfs), "--cache",
-                      str(rootfs.with_suffix(".cache")), "--record", str(record), *args,
-                      env={**clean, **env})  # fmt: skip
+                      str(rootfs.with_suffix(".cache")), "--record", str(record), "--pipeline",
+                      str(PIPELINE), *args, env={**clean, **env})  # fmt: skip
     assert result.returncode == 0, result.stderr
     record_data: dict[str, object] = json.loads(record.read_text())
     return record_data
@@ -238,12 +146,14 @@ def test_runner_from_resolve_env_equals_host_and_container_mode(
     assert run.returncode == 0, run.stderr[-4000:]
     # the harness got the rootfs and the caller's environment (not the image's PYTHONPATH)
     assert run.stdout.splitlines()[-1] == "harness: /eval/rootfs /eval/record.json no-pythonpath"
-    # the demo benchmark is FROM scratch: nothing to run install.sh with
-    assert "no working /bin/sh: skipping /opt/agent/install.sh" in run.stderr
+    # a harness of its own gets the rootfs after the agent's install.sh ran in it
+    assert "running /opt/agent/install.sh in the rootfs" in run.stderr
+    crane = tree(evaldir / "rootfs")
+    installed = crane.pop("/usr/local/bin/echo-agent")
+    assert installed == TreeEntry("symlink", 0o777, 0, 0, "/opt/agent/bin/agent")
 
     host_record = host_materialize(released, env, tmp_path / "host")
-    crane = tree(evaldir / "rootfs")
-    assert crane == tree(tmp_path / "host")
+    assert image_part(crane) == image_tree(tmp_path / "host")  # /dev: the runner made devices
     assert json.loads((evaldir / "record.json").read_text()) == host_record
     assert host_record["platform"] == PLATFORM
     images = host_record["images"]
@@ -256,9 +166,7 @@ def test_runner_from_resolve_env_equals_host_and_container_mode(
     container = image_tree(
         exported(f"{released.prefix}/evals/terminal-bench--echo-agent:latest", tmp_path / "ctr")
     )
-    if "/etc" not in crane:  # the runtime made /etc for its own files; the image has none
-        container.pop("/etc")
-    assert crane == container
+    assert image_part(crane) == container
     assert crane["/tasks"] == TreeEntry("dir", 0o700, 0, 0, "")
     assert crane["/opt/gateway"] == TreeEntry("dir", 0o700, 0, 0, "")
 
@@ -282,7 +190,8 @@ def test_runner_per_task_from_mounted_lock(released: Released, tmp_path: Path) -
     env = resolve(released.lock, "swe-mini", "shell-agent", task)
     host_record = host_materialize(released, env, tmp_path / "host")
     crane = tree(evaldir / "fused")
-    assert crane == tree(tmp_path / "host")
+    assert crane.pop("/usr/local/bin/shell-agent").kind == "symlink"  # the agent's install.sh
+    assert image_part(crane) == image_tree(tmp_path / "host")
     record = json.loads((evaldir / "record.json").read_text())
     assert record == host_record
     assert record["images"]["benchmark"]["key"] == f"benchmarks/swe-mini:{task}"
@@ -291,9 +200,7 @@ def test_runner_per_task_from_mounted_lock(released: Released, tmp_path: Path) -
     container = image_tree(
         exported(f"{released.prefix}/evals/swe-mini--shell-agent:{task}", tmp_path / "ctr")
     )
-    if "/etc" not in crane:
-        container.pop("/etc")
-    assert crane == container
+    assert image_part(crane) == container
 
 
 @pytest.mark.parametrize(
@@ -332,7 +239,8 @@ def test_runner_pulls_from_mirror_with_origin_stopped_and_runs_install_sh(
     try:
         env = {**setup.env, "EVAL_MIRRORS": setup.mirror.host}
         env_file = write_env_file(tmp_path / "eval.env", env)
-        first = run_runner(released, tmp_path / "first", "--env-file", str(env_file))
+        first = run_runner(released, tmp_path / "first", "--env-file", str(env_file),
+                           command=HARNESS)  # fmt: skip
         assert first.returncode == 0, first.stderr[-4000:]
         host = tmp_path / "host"
         host_materialize(released, setup.env, host, "--mirror", setup.mirror.host)
@@ -348,8 +256,8 @@ def test_runner_pulls_from_mirror_with_origin_stopped_and_runs_install_sh(
         setup.mirror.stop()
         setup.origin.stop()
 
-    crane = tree(tmp_path / "second/rootfs")
-    assert crane == tree(tmp_path / "first/rootfs")
+    crane = image_part(tree(tmp_path / "second/rootfs"))  # /dev: the runner made devices
+    assert crane == image_tree(tmp_path / "first/rootfs")
     assert json.loads((tmp_path / "second/record.json").read_text()) == json.loads(
         (tmp_path / "first/record.json").read_text()
     )
@@ -385,12 +293,11 @@ def test_runner_image_has_no_pydantic_or_jinja2(released: Released) -> None:
     assert "--from-env" in usage.stdout
 
 
-def test_bake_without_vendored_dependencies_fails_clearly(debian_py: str, tmp_path: Path) -> None:
+def test_bake_without_vendored_dependencies_fails_clearly(base_image: str, tmp_path: Path) -> None:
     catalog = copy_repo_catalog(tmp_path / "repo")
     shutil.rmtree(tmp_path / "repo/containers/core/crane-runner/vendor", ignore_errors=True)
-    base = f"{bake_target_of_key(RUNNER_KEY)}.args.BASE_IMAGE={debian_py}"
     result = buildgen("bake", "--catalog", str(catalog), "--select", "core/*", "--out",
-                      str(tmp_path / "out"), "--", "--set", base, "--progress", "plain")  # fmt: skip
+                      str(tmp_path / "out"), "--", "--progress", "plain")  # fmt: skip
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "containers/core/crane-runner/vendor" in output and "not found" in output
@@ -411,3 +318,169 @@ def test_prepare_is_idempotent_and_vendors_no_pydantic() -> None:
     assert {"httpx", "docker", "requests", "urllib3"} <= names
     assert not names & {"pydantic", "pydantic_core", "jinja2", "yaml", "semver"}
     assert not list(vendor.rglob("*.so")) and not list(vendor.rglob("__pycache__"))
+
+
+# -- the eval itself: result.json in both modes, both sandboxes ---------------------------------
+
+# (benchmark, task, per-task): a shared-environment benchmark and a per-task one
+EVALS = [("terminal-bench", "hello-world", False), ("swe-mini", "django__django-11099", True)]
+SOLVES = {"shell-agent": True, "echo-agent": False}
+# The fields of result.json that may differ between the modes (docs/crane-mode.md says why).
+MAY_DIFFER = {"mode", "sandbox", "images", "started", "seconds"}
+
+
+def locked(released: Released, key: str) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(released.lock.read_text())["images"][key]
+    return entry
+
+
+def container_eval(
+    released: Released, benchmark: str, task: str, per_task: bool, agent: str, out: Path
+) -> dict[str, Any]:
+    """`docker run` of the combination image, pinned by the lockfile: its result.json."""
+    entry = locked(released, f"evals/{benchmark}--{agent}" + (f":{task}" if per_task else ""))
+    reference = f"{entry['reference'].rsplit(':', 1)[0]}@{entry['digest']}"
+    out.mkdir(parents=True)
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{out}:/output",
+         *([] if per_task else ["-e", f"EVAL_TASK={task}"]), reference],
+        capture_output=True, text=True, timeout=DOCKER_RUN_TIMEOUT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    result: dict[str, Any] = json.loads((out / "task/result.json").read_text())
+    return result
+
+
+def crane_eval(
+    released: Released,
+    benchmark: str,
+    task: str,
+    per_task: bool,
+    agent: str,
+    work: Path,
+    sandbox: str,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The crane runner given `buildgen resolve --format env`: its result.json, its record, and
+    the variables it was given. bwrap needs the privilege to make namespaces; chroot is what
+    the runner falls back to without it."""
+    env = resolve(released.lock, benchmark, agent, task if per_task else None)
+    run_env = {**env, "EVAL_SANDBOX": sandbox} | ({} if per_task else {"EVAL_TASK": task})
+    work.mkdir(parents=True, exist_ok=True)
+    env_file = write_env_file(work / "eval.env", run_env)
+    out = work / "output"
+    out.mkdir(parents=True)
+    privilege = ["--privileged"] if sandbox == "bwrap" else []
+    run = run_runner(released, work / "eval", "--env-file", str(env_file), "-v", f"{out}:/output",
+                     *privilege)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert f"sandbox: {sandbox}" in run.stderr
+    result: dict[str, Any] = json.loads((out / "task/result.json").read_text())
+    record: dict[str, Any] = json.loads((work / "eval/record.json").read_text())
+    return result, record, env
+
+
+@pytest.mark.parametrize("agent", sorted(SOLVES))
+@pytest.mark.parametrize(("benchmark", "task", "per_task"), EVALS)
+def test_crane_mode_gives_the_result_of_container_mode(
+    released: Released, tmp_path: Path, benchmark: str, task: str, per_task: bool, agent: str
+) -> None:
+    container = container_eval(released, benchmark, task, per_task, agent, tmp_path / "ctr")
+    results = {}
+    for sandbox in ("bwrap", "chroot"):
+        result, record, env = crane_eval(released, benchmark, task, per_task, agent,
+                                         tmp_path / sandbox, sandbox)  # fmt: skip
+        results[sandbox] = result
+        assert result["mode"] == "crane" and result["sandbox"] == sandbox
+        assert record["sandbox"]["kind"] == sandbox
+        # the digests pulled are the lockfile's, and result.json says so
+        for role in ("benchmark", "agent", "gateway"):
+            key = env[f"EVAL_{role.upper()}_KEY"]
+            entry = locked(released, key)
+            used = result["images"][role]
+            assert used["key"] == key
+            assert used["reference"].endswith(f"@{entry['digest']}")
+            assert used["manifest"] == entry["platforms"][PLATFORM]["digest"]
+            assert used["manifest"] == record["images"][role]["manifest"]
+    assert container["mode"] == "container" and container["sandbox"] == "container"
+
+    def same(result: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in result.items() if k not in MAY_DIFFER}
+
+    assert same(results["bwrap"]) == same(container) == same(results["chroot"])
+    assert set(container) == set(results["bwrap"]) == set(results["chroot"])
+    assert container["resolved"] is SOLVES[agent], container
+    assert container["score"] == (1.0 if SOLVES[agent] else 0.0)
+    assert container["task"] == task and container["agent"] == f"agents/{agent}"
+    assert container["benchmark"] == f"benchmarks/{benchmark}"
+    assert container["gateway"] == "models/mock-gateway"
+
+
+# What the hostile agent tries; each must print a DENIED line.
+HOSTILE_ATTEMPTS = [
+    "list /tasks", "list /tests", "list /opt/gateway", "read /tasks/task.json",
+    "read /tasks/hello-world.json", "read /tests/run.sh", "read /opt/gateway/answers.json",
+    "read /opt/gateway/bin/gateway", "read /eval/cache", "read /eval/images.lock.json",
+    "read /eval/record.json", "read /lock/images.lock.json", "read /root/.docker/config.json",
+    "read /proc/1/environ", "write /etc/passwd", "write /opt/agent/bin/agent",
+    "write /output/task/result.json", "write /output/hostile", "write /usr/local/bin/hostile",
+    "write /tmp/hostile", "write /hostile", "write anywhere outside /testbed",
+    "signal or ptrace", "environment beyond the allow-list", "EVAL_* or credential variables",
+]  # fmt: skip
+
+
+def hostile_report(agent_log: Path) -> tuple[list[str], list[str], int]:
+    lines = agent_log.read_text().splitlines()
+    denied = [line.removeprefix("DENIED ") for line in lines if line.startswith("DENIED ")]
+    allowed = [line for line in lines if line.startswith("ALLOWED ")]
+    others = next(int(line.split()[1]) for line in lines if line.startswith("INFO "))
+    return denied, allowed, others
+
+
+@pytest.mark.parametrize("mode", ["container", "bwrap", "chroot"])
+def test_the_agent_cannot_reach_what_it_must_not(
+    released: Released, tmp_path: Path, mode: str
+) -> None:
+    """The hostile agent, as the agent user, while the gateway runs: every attempt fails."""
+    benchmark, task, per_task = EVALS[0]
+    if mode == "container":
+        result = container_eval(released, benchmark, task, per_task, "hostile-agent",
+                                tmp_path / "out")  # fmt: skip
+        agent_log = tmp_path / "out/task/agent.log"
+    else:
+        result, _, _ = crane_eval(released, benchmark, task, per_task, "hostile-agent",
+                                  tmp_path, mode)  # fmt: skip
+        agent_log = tmp_path / "output/task/agent.log"
+    denied, allowed, others = hostile_report(agent_log)
+    assert not allowed, "\n".join(allowed)
+    assert len(denied) == len(HOSTILE_ATTEMPTS), denied
+    for attempt, line in zip(HOSTILE_ATTEMPTS, denied, strict=True):
+        assert line.startswith(attempt), (attempt, line)
+    assert others >= 2  # the gateway and the pipeline, at least, were there to attack
+    assert result["resolved"] is False and result["agent_exit"] == 0
+
+
+def test_a_platform_the_machine_cannot_run_is_refused_before_any_pull(
+    released: Released, tmp_path: Path
+) -> None:
+    """The lockfile says the benchmark has linux/s390x too (this machine runs amd64 only)."""
+    lock = json.loads(released.lock.read_text())
+    entry = lock["images"]["benchmarks/terminal-bench"]
+    entry["platforms"]["linux/s390x"] = entry["platforms"][PLATFORM]
+    for key in ("agents/echo-agent", "models/mock-gateway"):
+        lock["images"][key]["platforms"]["linux/s390x"] = lock["images"][key]["platforms"][PLATFORM]
+    lockdir = tmp_path / "lock"
+    lockdir.mkdir()
+    (lockdir / "images.lock.json").write_text(json.dumps(lock))
+    evaldir = tmp_path / "eval"
+    run = run_runner(
+        released, evaldir, "-v", f"{lockdir}:/lock:ro", "-e", "EVAL_LOCK=/lock/images.lock.json",
+        "-e", "EVAL_BENCHMARK=terminal-bench", "-e", "EVAL_AGENT=echo-agent",
+        "-e", "EVAL_GATEWAY=mock-gateway", "-e", "EVAL_PLATFORM=linux/s390x",
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "this machine cannot run linux/s390x; the image has linux/amd64, linux/s390x" in (
+        run.stderr
+    )
+    assert "it runs linux/amd64" in run.stderr
+    assert not list(evaldir.rglob("sha256/*"))  # nothing was pulled
+    assert not (evaldir / "rootfs").exists()

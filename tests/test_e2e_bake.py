@@ -80,7 +80,7 @@ GATEWAY = {
     "/opt/gateway": "d 0700 0:0",
     "/opt/gateway/bin": "d 0700 0:0",
     "/opt/gateway/bin/gateway": "f 0700 0:0",
-    "/opt/gateway/config.yaml": "f 0600 0:0",
+    "/opt/gateway/answers.json": "f 0600 0:0",
 }
 
 

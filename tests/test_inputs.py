@@ -75,7 +75,7 @@ def test_ignored_files_and_mtimes_do_not_count(tmp_path: Path) -> None:
 def test_exec_bit_counts(tmp_path: Path) -> None:
     catalog = _copy_repo_catalog(tmp_path)
     before = _hashes(catalog)
-    (tmp_path / "containers/models/mock-gateway/opt/gateway/config.yaml").chmod(0o755)
+    (tmp_path / "containers/models/mock-gateway/opt/gateway/answers.json").chmod(0o755)
     after = _hashes(catalog)
     assert {k for k in before if before[k] != after[k]} == {
         "models/mock-gateway",

@@ -81,7 +81,7 @@ if [ -n "${EVAL_BENCHMARK_IMAGE:-}" ]; then
     key=${EVAL_BENCHMARK_KEY:-}
     case $key in *:*) task=${key#*:} ;; esac
     if [ -n "${EVAL_TASK:-}" ]; then
-        if [ -n "$key" ] && [ "$EVAL_TASK" != "$task" ]; then
+        if [ -n "$task" ] && [ "$EVAL_TASK" != "$task" ]; then
             die "EVAL_TASK=$EVAL_TASK does not match EVAL_BENCHMARK_KEY=$key"
         fi
         task=$EVAL_TASK
@@ -204,9 +204,10 @@ run_bwrap() {
     exec bwrap "$@" /opt/eval/run
 }
 
-# chroot: the runner's own namespaces; the rootfs's /output is copied out afterwards.
-run_chroot() {
-    for dir in dev output; do
+# Before a chroot: /dev/null and its kin in the rootfs (images have an empty /dev; a shell's
+# `2>/dev/null` would make a regular file).
+prepare_chroot() {
+    for dir in dev; do
         [ ! -L "$ROOTFS/$dir" ] || die "the rootfs's /$dir is a symlink: refusing to chroot"
         mkdir -p "$ROOTFS/$dir"
     done
@@ -217,6 +218,13 @@ run_chroot() {
             mknod -m 0666 "$ROOTFS/dev/$1" c "$2" "$3" ||
             die "cannot make /dev/$1 in the rootfs (no CAP_MKNOD?)"
     done
+}
+
+# chroot: the runner's own namespaces; the rootfs's /output is copied out afterwards.
+run_chroot() {
+    prepare_chroot
+    [ ! -L "$ROOTFS/output" ] || die "the rootfs's /output is a symlink: refusing to chroot"
+    mkdir -p "$ROOTFS/output"
     pairs=$(eval_env chroot)
     chroot=$(command -v chroot) || die "no chroot here (coreutils)"
     status=0
@@ -289,6 +297,7 @@ if [ ! -e "$ROOTFS$install" ] && [ ! -L "$ROOTFS$install" ]; then
 elif ! in_rootfs /bin/sh -c 'exit 0' >/dev/null 2>&1; then
     log "the rootfs has no working /bin/sh: skipping $install"
 else
+    prepare_chroot
     log "running $install in the rootfs"
     status=0
     # shellcheck disable=SC2016  # $1 expands in the rootfs's shell
