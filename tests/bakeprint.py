@@ -40,11 +40,11 @@ def expected_target(record: dict[str, Any], staging: bool = False) -> dict[str, 
         target["dockerfile-inline"] = record["dockerfile_inline"]
     else:
         target["dockerfile"] = record["dockerfile"]
-    if record["contexts"]:
+    if record["contexts"] or record["directories"]:
         target["contexts"] = {
             name: "target:" + bake_target(*parse_key(key))
             for name, key in record["contexts"].items()
-        }
+        } | record["directories"]  # a directory context as written: relative to the catalog
     return target
 
 

@@ -42,7 +42,7 @@ def pushed(
 
 
 def test_multi_platform_index(pushed: str) -> None:
-    index = inspect_raw(f"{pushed}/benchmarks/terminal-bench:1.0.0")
+    index = inspect_raw(f"{pushed}/agents/echo-agent:2.0.14")
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     platforms = {
         f"{m['platform']['os']}/{m['platform']['architecture']}"
@@ -58,10 +58,17 @@ def test_amd64_only_task_image(pushed: str) -> None:
     assert archs == {"amd64"}
 
 
+def ours(entries: dict[str, str]) -> dict[str, str]:
+    """What the catalog's images add to their base (Debian: scripts/make-base-image)."""
+    mine = ("/testbed", "/tasks", "/tests", "/opt/agent", "/opt/gateway", "/opt/eval")
+    return {p: e for p, e in entries.items() if p == "/opt" or p.startswith(mine)}
+
+
 SHARED_BENCHMARK = {
     "/testbed": "d 0755 0:0",
     "/testbed/README.md": "f 0644 0:0",
     "/testbed/app.py": "f 0644 0:0",
+    "/testbed/run.sh": "f 0644 0:0",
     "/tasks": "d 0700 0:0",
     "/tasks/hello-world.json": "f 0600 0:0",
     "/tasks/fix-permissions.json": "f 0600 0:0",
@@ -75,6 +82,7 @@ AGENT = {
     "/opt/agent/bin": "d 0755 0:0",
     "/opt/agent/bin/agent": "f 0755 0:0",
 }
+PIPELINE = {"/opt": "d 0755 0:0", "/opt/eval": "d 0755 0:0", "/opt/eval/run": "f 0755 0:0"}
 GATEWAY = {
     "/opt": "d 0755 0:0",
     "/opt/gateway": "d 0700 0:0",
@@ -84,10 +92,11 @@ GATEWAY = {
 }
 
 
-@pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_shared_benchmark_files(pushed: str, tmp_path: Path, arch: str) -> None:
-    rootfs = unpack(f"{pushed}/benchmarks/terminal-bench:1.0.0", arch, tmp_path)
-    assert tree(rootfs) == SHARED_BENCHMARK
+def test_shared_benchmark_files(pushed: str, tmp_path: Path) -> None:
+    rootfs = unpack(f"{pushed}/benchmarks/terminal-bench:1.0.0", "amd64", tmp_path)
+    entries = tree(rootfs)
+    assert ours(entries) == {**SHARED_BENCHMARK, "/opt": "d 0755 0:0"}
+    assert "/usr/bin/python3" in entries and "/bin" in entries  # its grader's interpreter
 
 
 def test_gateway_is_root_only(pushed: str, tmp_path: Path) -> None:
@@ -96,21 +105,24 @@ def test_gateway_is_root_only(pushed: str, tmp_path: Path) -> None:
 
 def test_combination_keeps_root_only_modes(pushed: str, tmp_path: Path) -> None:
     rootfs = unpack(f"{pushed}/evals/terminal-bench--echo-agent:latest", "amd64", tmp_path)
-    assert tree(rootfs) == {**SHARED_BENCHMARK, **AGENT, **GATEWAY}
+    assert ours(tree(rootfs)) == {**SHARED_BENCHMARK, **AGENT, **GATEWAY, **PIPELINE}
 
 
 def test_per_task_combination(pushed: str, tmp_path: Path) -> None:
     ref = f"{pushed}/evals/swe-mini--shell-agent:sympy__sympy-20590"
     rootfs = unpack(ref, "amd64", tmp_path)
-    assert tree(rootfs) == {
+    assert ours(tree(rootfs)) == {
         "/testbed": "d 0755 0:0",
         "/testbed/README.md": "f 0644 0:0",
+        "/testbed/symbols.py": "f 0644 0:0",
         "/tasks": "d 0700 0:0",
         "/tasks/task.json": "f 0600 0:0",
         "/tests": "d 0700 0:0",
         "/tests/run.sh": "f 0700 0:0",
+        "/tests/test_symbols.py": "f 0700 0:0",
         **AGENT,
         **GATEWAY,
+        **PIPELINE,
     }
     assert "sympy__sympy-20590" in (rootfs / "tasks/task.json").read_text()
 
@@ -118,5 +130,6 @@ def test_per_task_combination(pushed: str, tmp_path: Path) -> None:
 def test_crane_runner_carries_buildgen(pushed: str, tmp_path: Path) -> None:
     rootfs = unpack(f"{pushed}/core/crane-runner:0.1.0", "amd64", tmp_path)
     assert (rootfs / "opt/buildgen/buildgen/cli/__init__.py").is_file()
-    assert (rootfs / "bin/busybox").is_file()  # the locally made base image
+    assert (rootfs / "usr/bin/bwrap").is_file()  # the locally made base image, with bubblewrap
+    assert (rootfs / "opt/buildgen/pipeline/opt/eval/run").is_file()  # the eval pipeline
     assert not (rootfs / "opt/buildgen/.git").exists()  # .dockerignore keeps the context small

@@ -77,7 +77,7 @@ def test_bake_push_writes_no_release_tags(
         tags = client.list_tags(f"{prefix}/benchmarks/terminal-bench")
     assert tags and all(tag.startswith("build-") for tag in tags), tags
     per_platform = [json.loads(path.read_text()) for path in results]
-    amd64, arm64 = (r["images"]["benchmarks/terminal-bench"]["platforms"] for r in per_platform)
+    amd64, arm64 = (r["images"]["agents/echo-agent"]["platforms"] for r in per_platform)
     assert list(amd64) == ["linux/amd64"] and list(arm64) == ["linux/arm64"]
     assert "benchmarks/swe-mini:django__django-11099" not in per_platform[1]["images"]  # amd64 only
 
@@ -85,15 +85,15 @@ def test_bake_push_writes_no_release_tags(
 def test_merged_index_has_both_platforms_and_annotations(
     published: str, docker_registry: Registry, tmp_path: Path
 ) -> None:
-    ref = f"{published}/benchmarks/terminal-bench:1.0.0"
+    ref = f"{published}/agents/echo-agent:2.0.14"  # multi-platform (benchmarks are amd64 only)
     index = inspect_raw(ref)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     platforms = [(m["platform"]["os"], m["platform"]["architecture"]) for m in index["manifests"]]
     assert ("linux", "amd64") in platforms and ("linux", "arm64") in platforms
     assert platforms.count(("unknown", "unknown")) == 2  # buildx's attestations, carried along
     annotations = index["annotations"]
-    assert annotations["org.opencontainers.image.version"] == "1.0.0"
-    assert annotations["org.opencontainers.image.title"] == "benchmarks/terminal-bench"
+    assert annotations["org.opencontainers.image.version"] == "2.0.14"
+    assert annotations["org.opencontainers.image.title"] == "agents/echo-agent"
     assert annotations["org.opencontainers.image.created"].endswith("Z")
     assert len(annotations.get("org.opencontainers.image.revision", "x" * 40)) == 40
     mirror = start_registry(tmp_path / "mirror", proxy_remote=docker_registry.url,
@@ -113,7 +113,7 @@ def test_lock_sizes_are_the_layers_skopeo_sees(
 ) -> None:
     # publish writes each platform's layer size into the index; the lock takes it from there
     lock = json.loads((baked[1][0].parent / "images.lock.json").read_text())
-    entry = lock["images"]["benchmarks/terminal-bench"]
+    entry = lock["images"]["agents/echo-agent"]
     assert sorted(entry["platforms"]) == list(PLATFORMS)
     for platform in PLATFORMS:
         repository = entry["reference"].rsplit(":", 1)[0]
@@ -123,7 +123,7 @@ def test_lock_sizes_are_the_layers_skopeo_sees(
 
 
 def test_override_arch_gets_the_arm64_manifest(published: str, tmp_path: Path) -> None:
-    ref = f"{published}/benchmarks/terminal-bench:1.0.0"
+    ref = f"{published}/agents/echo-agent:2.0.14"
     index = inspect_raw(ref)
     arm64 = next(
         m["digest"] for m in index["manifests"] if m["platform"]["architecture"] == "arm64"

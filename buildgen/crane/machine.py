@@ -24,7 +24,7 @@ def native_platform() -> str | None:
     return _MACHINES.get(os.uname().machine)
 
 
-def runnable_platforms(binfmt: Path = BINFMT) -> list[str]:
+def runnable_platforms(binfmt: Path) -> list[str]:
     """This machine's platform, then each one an enabled binfmt_misc handler runs."""
     found = [p for p in (native_platform(),) if p]
     try:
@@ -45,7 +45,7 @@ def runnable_platforms(binfmt: Path = BINFMT) -> list[str]:
 def check_runnable(platform: str, image_platforms: list[str] | None = None) -> None:
     """UsageError (exit 2) unless this machine can run `platform`, naming the platforms the
     image has (when known) and the machine's."""
-    runnable = runnable_platforms()
+    runnable = runnable_platforms(BINFMT)
     if platform in runnable:
         return
     has = f"; the image has {', '.join(image_platforms)}" if image_platforms else ""

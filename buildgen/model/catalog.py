@@ -123,7 +123,10 @@ def _unreadable(shown: str, message: str) -> CatalogError:
 
 def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
     """The digest of what the catalog means; comments and key order don't count."""
-    normalized = {"catalog": model.model_dump(), "tasks": tasks}
+    catalog = model.model_dump()
+    if catalog["pipeline"] is None:  # a key added later: catalogs without it keep their digest
+        del catalog["pipeline"]
+    normalized = {"catalog": catalog, "tasks": tasks}
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
