@@ -61,7 +61,10 @@ def test_plan_json_is_deterministic_and_complete() -> None:
         assert all(field in r for r in records), field
     task = next(r for r in records if r["key"] == "benchmarks/swe-mini:django__django-11099")
     assert task["tags"] == ["ghcr.io/acme/evals/benchmarks/swe-mini:django__django-11099"]
-    assert task["args"] == {"BASE_IMAGE": "local/crane-base:latest", "TASK_ID": "django__django-11099"}
+    assert task["args"] == {
+        "BASE_IMAGE": "local/crane-base:latest",
+        "TASK_ID": "django__django-11099",
+    }
     assert task["platforms"] == ["linux/amd64"]
     combo = next(r for r in records if r["key"] == "evals/terminal-bench--echo-agent")
     assert combo["depends_on"] == [
