@@ -226,6 +226,10 @@ run_chroot() {
     [ ! -L "$ROOTFS/output" ] || die "the rootfs's /output is a symlink: refusing to chroot"
     mkdir -p "$ROOTFS/output"
     pairs=$(eval_env chroot)
+    # The runner is pid 1 (docker run): its pid namespace holds nothing but the eval, so the
+    # pipeline may sweep the agent's leftovers with kill(-1) as the agent's uid (no /proc here).
+    [ "$$" -ne 1 ] || pairs="$pairs
+EVAL_PID_NAMESPACE=own"
     chroot=$(command -v chroot) || die "no chroot here (coreutils)"
     status=0
     # shellcheck disable=SC2086  # one NAME=VALUE a line
