@@ -1,9 +1,12 @@
-"""The crane runner for real: the core/crane-runner image, baked from the repo's catalog on its
-Debian bookworm base (scripts/make-base-image: debootstrap + docker import, cached), runs in a container against the test registry (--network host) and gives the same
-rootfs and record as `buildgen materialize` on the host, and as the combination image; from
-`buildgen resolve --format env` variables and from a mounted lockfile (a per-task benchmark);
-through a pull-through mirror with the origin stopped, running the agent's install.sh in the
-rootfs. Its Python dependencies come from scripts/prepare-crane-runner (no network in the build).
+"""The crane runner for real: the core/crane-runner image, baked from the repo's catalog (plus
+a test-only hostile agent) on its Debian base (scripts/make-base-image), runs in a container
+against the test registry (--network host). It gives the same rootfs and record as `buildgen
+materialize` on the host and as the combination image, from `buildgen resolve --format env`
+variables and from a mounted lockfile (a per-task benchmark), through a pull-through mirror with
+the origin stopped. It runs the eval: the same result.json as `docker run` of the combination
+image, with bwrap and with the chroot fallback, and the hostile agent is denied everything in
+all three. Its Python dependencies come from scripts/prepare-crane-runner (no network in the
+build).
 """
 
 from __future__ import annotations
