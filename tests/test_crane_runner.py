@@ -294,6 +294,19 @@ def test_runner_image_has_no_pydantic_or_jinja2(released: Released) -> None:
     usage = python("-m", "buildgen", "materialize", "--help")
     assert usage.returncode == 0, usage.stderr
     assert "--from-env" in usage.stdout
+    assert python("-m", "buildgen", "resolve", "--help").returncode == 0
+    # only the modules its verbs import (scripts/runner-modules): no build or release side
+    shipped = python("-c", "import pathlib; print(sorted(str(p.relative_to('/opt/buildgen')) "
+                     "for p in pathlib.Path('/opt/buildgen/buildgen').rglob('*.py')))")  # fmt: skip
+    assert shipped.returncode == 0, shipped.stderr
+    files = [f for f in runner_modules() if f.endswith(".py")]
+    assert shipped.stdout.strip() == str(sorted(files))
+
+
+def runner_modules() -> list[str]:
+    listed = subprocess.run([sys.executable, str(REPO / "scripts/runner-modules")],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    return listed.stdout.split()
 
 
 def test_bake_without_vendored_dependencies_fails_clearly(base_image: str, tmp_path: Path) -> None:
