@@ -500,3 +500,24 @@ def test_a_platform_the_machine_cannot_run_is_refused_before_any_pull(
     assert "it runs linux/amd64" in run.stderr
     assert not list(evaldir.rglob("sha256/*"))  # nothing was pulled
     assert not (evaldir / "rootfs").exists()
+
+
+def test_an_agent_past_its_time_limit_is_stopped(released: Released, tmp_path: Path) -> None:
+    """An agent that would sleep for ten minutes, with EVAL_AGENT_TIMEOUT=1: killed, graded."""
+    sleeper = tmp_path / "agent"
+    sleeper.write_text("#!/bin/sh\necho started\nsleep 600\n")
+    sleeper.chmod(0o755)
+    entry = locked(released, "evals/terminal-bench--shell-agent")
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-v", f"{out}:/output",
+         "-v", f"{sleeper}:/opt/agent/bin/agent:ro", "-e", "EVAL_TASK=hello-world",
+         "-e", "EVAL_AGENT_TIMEOUT=1", f"{entry['reference'].rsplit(':', 1)[0]}@{entry['digest']}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((out / "task/result.json").read_text())
+    assert result["agent_timed_out"] is True and result["resolved"] is False
+    assert result["agent_exit"] == -9 and result["seconds"] < 30
+    assert (out / "task/agent.log").read_text() == "started\n"
