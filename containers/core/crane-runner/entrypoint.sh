@@ -121,6 +121,9 @@ else
     gateway_key=${gateway:+models/$gateway}
 fi
 
+case $task in
+    *[!A-Za-z0-9_.-]*) die "the task '$task' is not a task id (letters, digits and '_.-')" ;;
+esac
 case ${EVAL_BENCHMARK_ENV:-} in
     per-task)
         [ -n "$task" ] || die "EVAL_BENCHMARK_ENV=per-task needs a task: set EVAL_TASK, or give" \
