@@ -46,10 +46,12 @@ from buildgen.registry import (
     OCI_MANIFEST,
     AuthError,
     NotFound,
+    Reference,
     RegistryClient,
     RegistryError,
     RegistryOptions,
     RetryPolicy,
+    parse_reference,
     parse_repository,
     redact,
     sha256_digest,
@@ -784,6 +786,19 @@ def test_parse_challenges() -> None:
     assert basic.scheme == "basic" and basic.realm == 'a "quoted" realm'
     assert other.scheme == "newauth" and other.params == {"realm": "x", "p": "1"}
     assert parse_challenges("") == []
+
+
+def test_parse_reference() -> None:
+    digest = "sha256:" + "ab" * 32
+    ref = parse_reference(f"127.0.0.1:5000/evals/agents/x:1.0@{digest}")
+    assert (ref.repository, ref.tag, ref.digest) == ("127.0.0.1:5000/evals/agents/x", "1.0", digest)
+    assert str(ref) == f"127.0.0.1:5000/evals/agents/x:1.0@{digest}"
+    assert parse_reference("127.0.0.1:5000/x") == Reference("127.0.0.1:5000/x")  # a port, no tag
+    assert parse_reference(f"r.example/x@{digest}") == Reference("r.example/x", None, digest)
+    assert parse_reference("r.example/x:t").tag == "t"
+    for bad in ("r.example/x@sha256:00", "r.example/x:bad tag", "r.example/x:", "r.example/"):
+        with pytest.raises(ValueError):
+            parse_reference(bad)
 
 
 def test_parse_repository() -> None:

@@ -38,6 +38,7 @@ from buildgen.build.retry import Action, FailedRun, builder_error, daemon_gone, 
 from buildgen.errors import ExternalToolError, UsageError
 from buildgen.model.plan import Plan, PlannedImage
 from buildgen.registry import RegistryClient, RegistryOptions
+from buildgen.registry.reference import parse_reference
 
 log = logging.getLogger(__name__)
 # buildx's own output, passed through line by line (the CLI shows it at every verbosity).
@@ -308,7 +309,7 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     path = results_path(options.out.resolve(), options.platform)
     results = load_existing(path, plan.registry, plan.catalog.digest, options.platform or "all")
     for image in bake_run.unchanged:
-        digest = options.prebuilt[image.key].rsplit("@", 1)[1]
+        digest = str(parse_reference(options.prebuilt[image.key]).digest)
         results.images[image.key] = ImageResult(
             image.key, image.repository, image.inputs, {}, unchanged=digest
         )

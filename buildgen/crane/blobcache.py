@@ -26,7 +26,6 @@ import collections
 import hashlib
 import logging
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -37,10 +36,10 @@ from pathlib import Path
 
 from buildgen.errors import ExternalToolError
 from buildgen.registry import RegistryClient, RegistryError
+from buildgen.registry.media import split_digest
 
 log = logging.getLogger(__name__)
 
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 # A retryable failure (a connection that broke mid-blob) gets this many more attempts on the
 # same source before falling through to the next; the client already retried the request.
 STREAM_RETRIES = 1
@@ -66,14 +65,6 @@ class BlobRef:
     size: int
     mirrors: tuple[str, ...] = ()
     """Repositories to try first, in order (e.g. a pull-through mirror's name for it)."""
-
-
-def _check_digest(digest: str) -> tuple[str, str]:
-    """(algorithm, hex) of a sha256/sha512 digest; ValueError for anything else."""
-    if not _DIGEST.match(digest):
-        raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
-    algorithm, hexdigest = digest.split(":", 1)
-    return algorithm, hexdigest
 
 
 class Prefetch:
@@ -136,7 +127,7 @@ class BlobCache:
 
     def path(self, digest: str) -> Path:
         """Where the blob `digest` lives in the cache (whether or not it is there yet)."""
-        algorithm, hexdigest = _check_digest(digest)
+        algorithm, hexdigest = split_digest(digest)
         return self.root / "blobs" / algorithm / hexdigest
 
     def has(self, digest: str, size: int) -> bool:
@@ -182,7 +173,7 @@ class BlobCache:
         sources: dict[str, list[str]] = {}
         sizes: dict[str, int] = {}
         for item in items:
-            _check_digest(item.digest)
+            split_digest(item.digest)
             if sizes.setdefault(item.digest, item.size) != item.size:
                 raise ValueError(
                     f"blob {item.digest} is listed with two sizes: "
@@ -247,7 +238,7 @@ class BlobCache:
         self, client: RegistryClient, source: str, digest: str, size: int, target: Path
     ) -> None:
         """Stream the blob into a 0600 temp file, verify sha256 and size, rename into place."""
-        algorithm, _ = _check_digest(digest)
+        algorithm, _ = split_digest(digest)
         tmpdir = self.root / "tmp"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self.root / "blobs", target.parent, tmpdir):

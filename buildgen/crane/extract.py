@@ -62,7 +62,6 @@ from buildgen.crane.layerstream import (
     Prefetcher,
     StreamError,
     decompressor,
-    digest_algorithm,
     layer_compression,
 )
 from buildgen.crane.rootpath import DIR_FLAGS as _DIR_FLAGS
@@ -82,6 +81,7 @@ from buildgen.crane.tarstream import (
 from buildgen.crane.treecopy import CopyStats
 from buildgen.errors import ExternalToolError
 from buildgen.fsutil import Xattrs, write_xattrs
+from buildgen.registry.media import split_digest
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def apply_layer(
     label = digest or str(blob)
     try:
         compression = layer_compression(media_type)
-        raw_algorithm = digest_algorithm(digest) if digest is not None else "sha256"
-        diff_algorithm = digest_algorithm(expected_diff_id) if expected_diff_id else "sha256"
+        raw_algorithm = split_digest(digest)[0] if digest is not None else "sha256"
+        diff_algorithm = split_digest(expected_diff_id)[0] if expected_diff_id else "sha256"
     except ValueError as exc:
         raise ExtractionError(label, str(exc)) from None
     stats = LayerStats()

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import importlib
 import queue
-import re
 import threading
 import zlib
 from typing import Literal, Protocol, cast
@@ -52,19 +51,6 @@ def layer_compression(media_type: str) -> Compression:
         return _MEDIA_TYPES[base]
     except KeyError:
         raise ValueError(f"not a supported layer media type: {media_type!r}") from None
-
-
-def digest_algorithm(digest: str) -> str:
-    """The hash algorithm of a sha256/sha512 digest; ValueError for anything else."""
-    algorithm, _, hexdigest = digest.partition(":")
-    lengths = {"sha256": 64, "sha512": 128}
-    if (
-        algorithm not in lengths
-        or len(hexdigest) != lengths[algorithm]
-        or not re.fullmatch("[a-f0-9]+", hexdigest)
-    ):
-        raise ValueError(f"not a sha256/sha512 digest: {digest!r}")
-    return algorithm
 
 
 class Readable(Protocol):

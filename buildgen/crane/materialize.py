@@ -34,7 +34,7 @@ from buildgen.errors import CheckFailed, ExternalToolError, UsageError
 from buildgen.fsutil import read_xattrs, sha256_file
 from buildgen.model.fusion import PIPELINE, Provided
 from buildgen.registry import MANIFEST_TYPES, RegistryClient, RegistryError, RegistryOptions
-from buildgen.registry.reference import parse_repository
+from buildgen.registry.reference import parse_reference, parse_repository
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,7 @@ class Pulled:
 
 def _repository_of(reference: str) -> str:
     """The repository of `repo[:tag]@digest` (a tag next to a digest is ignored, as docker does)."""
-    name = reference.split("@", 1)[0]
-    head, _, last = name.rpartition("/")
-    if ":" in last:
-        name = f"{head}/{last.rsplit(':', 1)[0]}" if head else last.rsplit(":", 1)[0]
-    return name
+    return parse_reference(reference).repository
 
 
 def _mirrored(repository: str, mirrors: Sequence[str]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 from buildgen.errors import UsageError
 from buildgen.model.fusion import Provided
 from buildgen.model.lockfile import Entry
+from buildgen.registry.reference import parse_reference
 
 ROLES = ("benchmark", "agent", "gateway")
 
@@ -56,7 +57,7 @@ def resolve(
                 f"{role}: {key} has no {platform} image; it has "
                 f"{', '.join(sorted(platforms)) or 'none'}"
             )
-        repository = entry["reference"].rsplit(":", 1)[0]
+        repository = _repository(key, entry["reference"])
         pinned.append(
             Pinned(
                 role,
@@ -80,6 +81,13 @@ def _available(images: Iterable[str], key: str) -> str:
         return f"; {prefix} has tasks: {shown}{more}"
     names = sorted({k.split(":", 1)[0] for k in images if k.startswith(axis)})
     return f"; known: {', '.join(names[:20]) or 'none'}"
+
+
+def _repository(key: str, reference: str) -> str:
+    try:
+        return parse_reference(reference).repository
+    except ValueError as exc:
+        raise UsageError(f"{key}: the lockfile's reference: {exc}") from None
 
 
 def to_env(pinned: Sequence[Pinned], platform: str) -> list[str]:

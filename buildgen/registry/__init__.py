@@ -28,7 +28,7 @@ from .media import (
     sha256_digest,
 )
 from .options import RegistryOptions
-from .reference import Repository, parse_repository
+from .reference import Reference, Repository, parse_reference, parse_repository
 from .retry import RetryPolicy
 
 __all__ = [
@@ -44,11 +44,13 @@ __all__ = [
     "Descriptor",
     "Manifest",
     "NotFound",
+    "Reference",
     "RegistryClient",
     "RegistryError",
     "RegistryOptions",
     "Repository",
     "RetryPolicy",
+    "parse_reference",
     "parse_repository",
     "redact",
     "sha256_digest",

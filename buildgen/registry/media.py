@@ -51,9 +51,15 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def split_digest(digest: str) -> tuple[str, str]:
+    """(algorithm, hex) of a sha256/sha512 digest; ValueError for anything else."""
+    algorithm, hexdigest = check_digest(digest).split(":", 1)
+    return algorithm, hexdigest
+
+
 def hasher(digest: str) -> hashlib._Hash:
     """A fresh hash object for the algorithm of `digest`."""
-    return hashlib.new(check_digest(digest).split(":", 1)[0])
+    return hashlib.new(split_digest(digest)[0])
 
 
 def digest_of(data: bytes, like: str) -> str:

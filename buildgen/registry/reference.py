@@ -1,4 +1,5 @@
-"""Repository names: which registry host they live on and what the API calls them."""
+"""Image references and repository names: `name[:tag][@digest]` split (`parse_reference`),
+which registry host a repository lives on and what the API calls it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from buildgen.registry.media import check_digest, check_reference
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -68,6 +71,38 @@ def _parse_repository(name: str) -> Repository:
             "and separators (., _, __, -), with no tag or digest"
         )
     return Repository(host, path)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """`repository[:tag][@digest]`, split; the repository is the name as written."""
+
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        return (
+            self.repository
+            + (f":{self.tag}" if self.tag else "")
+            + (f"@{self.digest}" if self.digest else "")
+        )
+
+
+def parse_reference(text: str) -> Reference:
+    """Split `host[:port]/path[:tag][@sha256:...]` (a tag and a digest may both be there, as
+    docker allows; the port's colon is never a tag's). ValueError for a malformed tag or
+    digest, or no name."""
+    name, at, digest = text.partition("@")
+    if at:
+        check_digest(digest)
+    head, slash, last = name.rpartition("/")
+    last, colon, tag = last.partition(":")
+    if colon:
+        check_reference(tag)
+    if not last:
+        raise ValueError(f"no repository name in {text!r}")
+    return Reference(f"{head}{slash}{last}", tag if colon else None, digest if at else None)
 
 
 def hostname(host: str) -> str:

@@ -31,6 +31,7 @@ from buildgen.model.lockfile import (
 )
 from buildgen.model.plan import Plan, PlannedImage
 from buildgen.registry import RegistryClient, RegistryOptions
+from buildgen.registry.reference import parse_reference
 
 if TYPE_CHECKING:
     from buildgen.registry import Manifest
@@ -355,9 +356,10 @@ def check_remote(
     for key in keys:
         entry = images[key]
         image = by_key.get(key)
-        repository = entry["reference"].rsplit(":", 1)[0] if image is None else image.repository
+        reference = parse_reference(entry["reference"])
+        repository = reference.repository if image is None else image.repository
         pins.append((repository, entry["digest"]))
-        tags.append((repository, entry["reference"].rsplit(":", 1)[1]))
+        tags.append((repository, reference.tag or "latest"))
     pinned = client.head_manifests(pins, workers=workers)
     tagged = client.tag_digests(tags, [digest for _, digest in pins], workers=workers)
     found: list[Finding] = []
@@ -432,6 +434,14 @@ def load_old(spec: str, path: Path) -> dict[str, Any]:
     return parse(shown.stdout, f"{spec}:{relative}")
 
 
+def _tag_of(reference: str) -> str:
+    """The tag of a lockfile reference, or the text itself when it is not one."""
+    try:
+        return parse_reference(reference).tag or reference
+    except ValueError:
+        return reference
+
+
 def _short(digest: str | None) -> str:
     return f"`{digest.removeprefix('sha256:')[:12]}`" if digest else ""
 
@@ -458,8 +468,7 @@ def diff_markdown(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         lost = sorted(set(a.get("platforms", {})) - set(b.get("platforms", {})))
         notes = [f"+{p}" for p in gained] + [f"-{p}" for p in lost]
         if a.get("reference") != b.get("reference"):
-            old_tag = str(a.get("reference", "")).rsplit(":", 1)[-1]
-            new_tag = str(b.get("reference", "")).rsplit(":", 1)[-1]
+            old_tag, new_tag = (_tag_of(str(e.get("reference", ""))) for e in (a, b))
             notes.append(f"{old_tag} → {new_tag}")
         rows.append(
             f"| `{key}` | changed | {_short(a.get('digest'))} | {_short(b.get('digest'))} | "

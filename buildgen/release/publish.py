@@ -7,7 +7,6 @@ already exists is unchanged; HEAD comes before every PUT, so a second run pushes
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from buildgen.model.lockfile import INPUTS_ANNOTATION, LAYERS_SIZE_ANNOTATION
 from buildgen.model.plan import Plan, PlannedImage
 from buildgen.model.tagpolicy import TagPlan, inputs_tag, plan_tags
 from buildgen.registry import OCI_INDEX, RegistryClient, RegistryError, RegistryOptions
+from buildgen.registry.media import sha256_digest
 from buildgen.release.lock import pin_published
 
 log = logging.getLogger(__name__)
@@ -182,10 +182,6 @@ def build_index(
     return json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 LIST_TAGS_FROM = 8  # images published in one repository; below, a HEAD per image is cheaper
 
 
@@ -250,7 +246,7 @@ class _Publisher:
             known = {inputs_tag(found.inputs): current.digest}
             return self._retag(image, current.digest, tag_plan, known)
         data = build_index(image, found.platforms, self.source)
-        digest = _digest(data)
+        digest = sha256_digest(data)
         # A new index: only release tags need a look first (they must not point elsewhere);
         # the inputs tag was just found missing, and moving tags are rewritten anyway.
         unseen: dict[str, str | None] = dict.fromkeys(tag_plan.moving)
