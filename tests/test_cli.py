@@ -219,3 +219,17 @@ def test_buildx_output_passes_through_at_every_verbosity(tmp_path: Path) -> None
     normal = buildgen("bake", "--select", "agents/*", "--out", str(out), env=env)
     assert f"fake buildx: -f {out / 'docker-bake.001.hcl'}\n" in normal.stderr
     assert "docker buildx bake -f" in normal.stderr  # the command, logged by buildgen
+
+
+def test_verbs_that_talk_to_no_registry_do_not_load_its_client() -> None:
+    """httpx and the registry client are most of the start-up: validate, plan and schema go
+    without them; a registry's error still exits 3 (the registry tests)."""
+    code = (
+        "import sys; from buildgen.cli import main\n"
+        f"assert main(['validate', '--catalog', {str(REPO / 'catalog.yaml')!r}]) == 0\n"
+        "assert main(['schema']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('httpx', 'buildgen.registry'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -22,7 +22,6 @@ from typing import Protocol, cast
 from buildgen import __version__
 from buildgen.cli.common import Formatter, Parser
 from buildgen.errors import BuildgenError, CatalogError, UsageError
-from buildgen.registry import RegistryError
 
 DESCRIPTION = """\
 buildgen turns catalog.yaml (benchmarks, agents, model gateways, the crane runner and
@@ -74,12 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{problem}\n")
         sys.stderr.write(f"buildgen: {exc.args[0]}\n")
         return exc.exit_code
-    except (BuildgenError, RegistryError) as exc:
+    except BuildgenError as exc:
         sys.stderr.write(f"buildgen: error: {exc}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("buildgen: interrupted\n")
         return 130
+    except Exception as exc:
+        # The registry client's errors (exit 3). Its package is imported only by the verbs that
+        # talk to a registry (httpx and its dependencies are most of buildgen's start-up), so a
+        # RegistryError can only be raised once the module is loaded.
+        errors = sys.modules.get("buildgen.registry.errors")
+        if errors is None or not isinstance(exc, errors.RegistryError):
+            raise
+        sys.stderr.write(f"buildgen: error: {exc}\n")
+        return int(exc.exit_code)
 
 
 def main_inner(argv: list[str]) -> int:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buildgen.errors import UsageError
 from buildgen.model.defaults import DEFAULT_CATALOG
 from buildgen.model.platforms import platform_problem
-from buildgen.registry import RegistryOptions
+
+if TYPE_CHECKING:
+    from buildgen.registry import RegistryOptions
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -48,6 +51,8 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
 
 def registry_options(args: argparse.Namespace) -> RegistryOptions:
     """The registry client's options from --insecure-registry and --ca-bundle."""
+    from buildgen.registry import RegistryOptions  # only the verbs that talk to a registry
+
     return RegistryOptions(insecure=tuple(args.insecure_registry), ca_bundle=args.ca_bundle)
 
 
