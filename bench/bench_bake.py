@@ -3,7 +3,7 @@
 For N per-task images (default 500, 2,000, 5,000): the wall time of the whole
 `buildgen bake --dry-run` command (plan + render + write), then `docker buildx bake --print`
 over the sharded files (one buildx call per file, as `buildgen bake` runs them) and over one
-unsharded file holding every target. Run: .venv/bin/python bench/bench_bake.py [N ...]
+unsharded file holding every target. Run: .venv/bin/python -m bench.bench_bake [N ...]
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from gencatalog import generate_catalog
+from tests.support.gencatalog import generate_catalog
 
 
 def timed(command: list[str], cwd: Path) -> float:

@@ -5,7 +5,7 @@ linux/arm64, in one local `docker-registry`. Setup, not timed: push synthetic pe
 images and run `buildgen publish` on them (which also writes a lockfile). Then, on each path:
 
 - loopback: straight to the registry on 127.0.0.1;
-- +20 ms: through a `FaultProxy` (tests/registries.py) in front of the same registry that sleeps
+- +20 ms: through a `FaultProxy` (tests/support/registries.py) in front of the same registry that sleeps
   20 ms before forwarding every request (no faults); `--registry PROXY/prefix` with the same
   path prefix, so the same repositories;
 
@@ -38,7 +38,7 @@ runs in this process), because all three share this machine's CPUs.
 its imports and plan) with `workers` = `RegistryOptions.max_connections` = K, cold and warm,
 on both paths: what other values of `buildgen lock --jobs` (default 64) cost or gain.
 
-Run: .venv/bin/python bench/bench_lock.py [--images N] [--repeat R] [--sweep K,K,...]
+Run: .venv/bin/python -m bench.bench_lock [--images N] [--repeat R] [--sweep K,K,...]
 """
 
 from __future__ import annotations
@@ -58,18 +58,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from components import start_registry
-from gencatalog import generate_catalog
-from registries import FaultProxy
-from synth import push_synthetic
-
 import buildgen as buildgen_package
 from buildgen.model import lockfile as lockfile_format
 from buildgen.model.catalog import load_catalog
 from buildgen.model.plan import make_plan
 from buildgen.registry import RegistryClient, RegistryOptions
 from buildgen.release import lock
+from tests.support.components import start_registry
+from tests.support.gencatalog import generate_catalog
+from tests.support.registries import FaultProxy
+from tests.support.synth import push_synthetic
 
 PLATFORMS = "[linux/amd64, linux/arm64]"
 SELECT = "benchmarks/*"
@@ -479,7 +477,7 @@ def main() -> None:
     )
     print(
         "- loopback: `--registry 127.0.0.1:PORT/bench`; +20 ms: `--registry "
-        "127.0.0.1:PROXYPORT/bench` through tests/registries.py `FaultProxy(rate=0, "
+        "127.0.0.1:PROXYPORT/bench` through tests/support/registries.py `FaultProxy(rate=0, "
         "added_latency=0.02)`, which sleeps 20 ms before forwarding each request (same "
         "repositories). HTTP requests/image are the proxy's counts (the same on loopback)."
     )

@@ -25,13 +25,13 @@ alike. `sync` runs (untimed) before each case, so one case's writeback does not 
 next. Nothing is deleted between cases: on ext4, creating files shortly after tens of thousands
 were deleted is several times slower (the allocator skips recently freed inodes; `perf` shows
 `recently_deleted` under `ext4_create`), which would penalize whichever case came next. Goals checked: cold no slower than the peer; warm at least 2x faster than cold. The
-buildgen rootfs (without /opt/agent) is checked once to equal umoci's (`tests/trees.py`: `tree`
+buildgen rootfs (without /opt/agent) is checked once to equal umoci's (`tests/support/trees.py`: `tree`
 and hardlink groups). When cold is slower than the peer (or with --profile always), a cProfile
 run of the CLI and single-threaded micro-measurements of the extraction's stages say where the
 time goes. The registry and every rootfs, cache and OCI directory are removed at the end; the
 generated image is kept.
 
-Run: .venv/bin/python bench/bench_materialize.py [--files 60000] [--megabytes 1000]
+Run: .venv/bin/python -m bench.bench_materialize [--files 60000] [--megabytes 1000]
      [--baseline REV]    (also time buildgen as of REV in the same rounds, and print ratios)
 """
 
@@ -61,14 +61,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from components import Registry, start_registry
-from trees import hardlinks, tree
-
 from buildgen.crane.blobcache import BlobCache, BlobRef
 from buildgen.crane.extract import apply_image
 from buildgen.crane.tarstream import TarReader
 from buildgen.registry import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient
+from tests.support.components import Registry, start_registry
+from tests.support.trees import hardlinks, tree
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATOR = 2  # bump whenever the generated image changes, so old caches are not reused

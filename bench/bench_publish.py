@@ -6,7 +6,7 @@ timed). Then time the whole `buildgen publish` command (startup included), which
 image's two manifests into one OCI index and tags it, against the loop a release script would
 run: one `docker buildx imagetools create` per image, sequentially, with the same tags. Both
 sides start from the same state, against the same registry, in the same run.
-Run: .venv/bin/python bench/bench_publish.py [--images N]
+Run: .venv/bin/python -m bench.bench_publish [--images N]
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from components import start_registry
-from gencatalog import generate_catalog
-from synth import push_synthetic
-
 from buildgen.build.results import Results
 from buildgen.model.catalog import load_catalog
 from buildgen.model.plan import Plan, make_plan
 from buildgen.model.tagpolicy import plan_tags
 from buildgen.registry import RegistryClient
+from tests.support.components import start_registry
+from tests.support.gencatalog import generate_catalog
+from tests.support.synth import push_synthetic
 
 PLATFORMS = "[linux/amd64, linux/arm64]"
 REQUEST = re.compile(r'"(?:GET|HEAD|PUT|POST|PATCH|DELETE) /v2/')  # the registry's access log

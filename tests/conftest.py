@@ -3,31 +3,15 @@ when it is missing in CI (CI=true or BUILDGEN_REQUIRE_COMPONENTS=1) and skip els
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from components import Registry, start_registry  # noqa: E402
-
-
-def components_required() -> bool:
-    return os.environ.get("CI") == "true" or os.environ.get("BUILDGEN_REQUIRE_COMPONENTS") == "1"
-
-
-def missing(reason: str) -> None:
-    """Fail in CI, skip elsewhere: a missing component must never pass silently in CI."""
-    if components_required():
-        pytest.fail(f"required component missing: {reason}", pytrace=False)
-    pytest.skip(reason)
+from support.catalogs import BASE_IMAGE, REPO
+from support.components import Registry, missing, start_registry
 
 
 def _buildx_ok() -> str | None:
@@ -97,29 +81,6 @@ def oracles() -> None:
             missing(f"{tool} is not installed (apt-get install {tool})")
 
 
-BASE_DOCKERFILE = "FROM scratch\nCOPY . /x/\n"
-
-
-def make_tree(root: Path, *dirs: str, files: dict[str, str] | None = None) -> None:
-    """Create build contexts (each with a Dockerfile) and other files under `root`."""
-    for d in dirs:
-        (root / d).mkdir(parents=True, exist_ok=True)
-        (root / d / "Dockerfile").write_text(BASE_DOCKERFILE)
-    for name, text in (files or {}).items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-
-
-def write_catalog(root: Path, text: str, *dirs: str, files: dict[str, str] | None = None) -> Path:
-    make_tree(root, *dirs, files=files)
-    path = root / "catalog.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return path
-
-
-BASE_IMAGE = "local/crane-base:latest"  # the repo catalog's BASE_IMAGE for the crane runner
-
-
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str:
     """The local base image the repo's catalog builds on (Debian bookworm with python3 and
@@ -134,21 +95,3 @@ def base_image(docker_daemon: None) -> str:
     if made.returncode != 0:
         pytest.fail(f"scripts/make-base-image failed:\n{made.stderr[-3000:]}")
     return BASE_IMAGE
-
-
-REPO_CATALOG_FILES = ("catalog.yaml", "tasks", "containers", "buildgen",
-                      "pyproject.toml", ".dockerignore")  # fmt: skip
-
-
-def copy_repo_catalog(dest: Path) -> Path:
-    """The repo's catalog and everything its images are built from, as a fresh checkout has
-    them (file times kept); returns the catalog's path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in REPO_CATALOG_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        else:
-            shutil.copy2(source, dest / name)
-    return dest / "catalog.yaml"
