@@ -11,6 +11,7 @@ from typing import Any
 from buildgen.errors import UsageError
 from buildgen.model.fusion import Provided
 from buildgen.model.lockfile import Entry
+from buildgen.registry.media import check_digest
 from buildgen.registry.reference import parse_reference
 
 ROLES = ("benchmark", "agent", "gateway")
@@ -51,23 +52,29 @@ def resolve(
         entry = images.get(key)
         if entry is None:
             raise UsageError(f"{role}: no image {key} in the lockfile{_available(images, key)}")
-        platforms: Mapping[str, Entry] = entry.get("platforms", {})
+        platforms = entry.get("platforms", {}) if isinstance(entry, dict) else None
+        if not isinstance(platforms, dict):
+            raise UsageError(f"{role}: {key}: a malformed lockfile entry (no platforms)")
         if platform not in platforms:
             raise UsageError(
                 f"{role}: {key} has no {platform} image; it has "
                 f"{', '.join(sorted(platforms)) or 'none'}"
             )
-        repository = _repository(key, entry["reference"])
-        pinned.append(
-            Pinned(
-                role,
-                key,
-                f"{repository}@{entry['digest']}",
-                platforms[platform]["digest"],
-                int(platforms[platform].get("size", 0)),
-                tuple(Provided.from_json(p) for p in entry.get("provides", ())),
+        try:  # a lockfile is input: every value is checked before anything is pulled
+            pinned.append(
+                Pinned(
+                    role,
+                    key,
+                    f"{parse_reference(entry['reference']).repository}@"
+                    f"{check_digest(entry['digest'])}",
+                    check_digest(platforms[platform]["digest"]),
+                    int(platforms[platform].get("size", 0)),
+                    tuple(Provided.from_json(p) for p in entry.get("provides", ())),
+                )
             )
-        )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise UsageError(f"{role}: {key}: a malformed lockfile entry ({what})") from None
     return pinned
 
 
@@ -81,13 +88,6 @@ def _available(images: Iterable[str], key: str) -> str:
         return f"; {prefix} has tasks: {shown}{more}"
     names = sorted({k.split(":", 1)[0] for k in images if k.startswith(axis)})
     return f"; known: {', '.join(names[:20]) or 'none'}"
-
-
-def _repository(key: str, reference: str) -> str:
-    try:
-        return parse_reference(reference).repository
-    except ValueError as exc:
-        raise UsageError(f"{key}: the lockfile's reference: {exc}") from None
 
 
 def to_env(pinned: Sequence[Pinned], platform: str) -> list[str]:

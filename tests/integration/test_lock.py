@@ -259,3 +259,30 @@ def test_lockfile_satisfies_its_schema(published: tuple[Path, str]) -> None:
     schema = json.loads((REPO / "schema" / "lock.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(json.loads((catalog.parent / "images.lock.json").read_text()), schema)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"digest": "sha256:short"}, "not a sha256/sha512 digest: 'sha256:short'"),
+        ({"reference": "r.example/evals/agents/a:bad tag"}, "not a tag or digest"),
+        ({"reference": None}, "agents/a: a malformed lockfile entry"),
+        ({"platforms": ["linux/amd64"]}, "agents/a: a malformed lockfile entry (no platforms)"),
+        ({"platforms": {"linux/amd64": {"digest": 7}}}, "agents/a: a malformed lockfile entry"),
+        ({"provides": [{"path": "/opt/agent"}]}, "no 'mode'"),
+    ],
+)  # fmt: skip
+def test_resolve_refuses_a_malformed_entry_with_a_message(
+    tmp_path: Path, change: dict[str, object], message: str
+) -> None:
+    """A lockfile is input: a broken entry is exit 2 naming it, never a traceback."""
+    digest = "sha256:" + "ab" * 32
+    good = {"reference": "r.example/evals/x:1.0.0", "digest": digest, "mediaType": OCI_INDEX,
+            "platforms": {"linux/amd64": {"digest": digest, "size": 1}}}  # fmt: skip
+    images = {"benchmarks/b": good, "agents/a": {**good, **change}}
+    (tmp_path / "images.lock.json").write_text(lockfile.dumps({"lockVersion": 1,
+        "catalogDigest": "x", "registry": "r.example/evals", "images": images}))  # fmt: skip
+    result = buildgen("resolve", "--catalog", str(tmp_path / "catalog.yaml"), "--benchmark", "b",
+                      "--agent", "a", "--platform", "linux/amd64")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
