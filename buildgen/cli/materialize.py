@@ -27,7 +27,6 @@ from buildgen.crane.overlay import unmount
 from buildgen.crane.resolve import from_env
 from buildgen.errors import UsageError
 from buildgen.fsutil import write_atomic
-from buildgen.model import lockfile
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
         platform = checked_platform(args.platform)
         pinned = pin(args, platform, runner=False)
     if args.runnable:
-        check_runnable(platform, None if args.from_env else _platforms_of(args, pinned[0].key))
+        check_runnable(platform, list(pinned[0].platforms) or None)
     if args.pipeline is not None and not args.pipeline.is_dir():
         raise UsageError(f"--pipeline {args.pipeline} is not a directory")
     options = MaterializeOptions(
@@ -145,9 +144,3 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
         sys.stdout.write(text)
     log.info("materialized %s into %s", " + ".join(p.key for p in pinned), args.rootfs)
     return 0
-
-
-def _platforms_of(args: argparse.Namespace, key: str) -> list[str]:
-    """The platforms the lockfile pins for image `key`."""
-    entry = lockfile.read(lockfile.lock_path(args.catalog, args.lock))["images"].get(key, {})
-    return sorted(entry.get("platforms", {}))

@@ -28,6 +28,8 @@ class Pinned:
     size: int
     provides: tuple[Provided, ...] = ()
     """What the image adds to the fused rootfs (agents and gateways; the benchmark is all)."""
+    platforms: tuple[str, ...] = ()
+    """Every platform the lockfile has the image for (unknown, empty, from EVAL_* variables)."""
 
     def to_json(self) -> dict[str, Any]:
         """As `resolve --format json` prints it."""
@@ -70,6 +72,7 @@ def resolve(
                     check_digest(platforms[platform]["digest"]),
                     int(platforms[platform].get("size", 0)),
                     tuple(Provided.from_json(p) for p in entry.get("provides", ())),
+                    tuple(sorted(platforms)),
                 )
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -19,6 +19,7 @@ import errno
 import os
 import stat
 from collections.abc import Callable
+from pathlib import Path
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Symlinks one lookup may follow: continuity's RootPath (containerd) stops at 255 as well.
@@ -166,3 +167,36 @@ def _reopen(root_fd: int, real: list[str]) -> int:
     if fd is None:
         raise PathRefused(f"{join(tuple(real))} changed while it was being resolved")
     return fd
+
+
+def copy_files_out(root: Path, path: str, dest: Path) -> list[str]:
+    """Copy the regular files directly in the directory `path` of `root` to `dest` (made if
+    missing); return their names. `path` is resolved inside the root, and each file is opened
+    with O_NOFOLLOW: nothing outside the root is read, whatever links the tree holds (a
+    symlink, a device or a directory is skipped)."""
+    root_fd = os.open(root, DIR_FLAGS)
+    try:
+        found = resolve(root_fd, clean(path))
+    finally:
+        os.close(root_fd)
+    if found is None:
+        return []
+    dir_fd = found[1]
+    copied = []
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in sorted(os.listdir(dir_fd)):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=dir_fd)  # fmt: skip
+            except OSError:  # a symlink (ELOOP), or gone
+                continue
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                continue
+            with os.fdopen(fd, "rb") as source:
+                (dest / name).write_bytes(source.read())
+            copied.append(name)
+    finally:
+        os.close(dir_fd)
+    return copied

@@ -100,6 +100,22 @@ def test_unchanged_images_are_skipped_and_a_noop_release_is_fast(
 
 
 BROKEN = "FROM scratch\nCOPY missing-file /x\n"
+GOOD = "FROM scratch\nCOPY x /x\n"
+
+
+def agents_catalog(root: Path, dockerfiles: dict[str, str]) -> Path:
+    """A catalog of agents (version 1.0.0, linux/amd64), each a context with a file `x` and
+    the given Dockerfile; returns the catalog's path."""
+    for name, dockerfile in dockerfiles.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "x").write_text(f"{name}\n")
+        (root / name / "Dockerfile").write_text(dockerfile)
+    catalog = root / "catalog.yaml"
+    catalog.write_text(
+        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
+        + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in dockerfiles)
+    )
+    return catalog
 
 
 @pytest.mark.docker
@@ -107,18 +123,8 @@ def test_a_failing_target_does_not_stop_the_others(
     docker_daemon: None, docker_registry: Registry, tmp_path: Path
 ) -> None:
     root = tmp_path / "c"
-    for name in ("good-a", "bad", "good-b"):
-        (root / name).mkdir(parents=True)
-        (root / name / "x").write_text(f"{name}\n")
-        (root / name / "Dockerfile").write_text(
-            BROKEN if name == "bad" else "FROM scratch\nCOPY x /x\n"
-        )
-    (root / "catalog.yaml").write_text(
-        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
-        + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in ("good-a", "bad", "good-b"))
-    )
-    catalog, prefix, out = (
-        root / "catalog.yaml",
+    catalog = agents_catalog(root, {"good-a": GOOD, "bad": BROKEN, "good-b": GOOD})
+    prefix, out = (
         f"{docker_registry.host}/keepgoing",
         root / "build",
     )
@@ -177,13 +183,7 @@ def test_a_daemon_that_is_gone_stops_the_build_at_once(
 ) -> None:
     root = tmp_path / "c"
     names = [f"agent-{i}" for i in range(6)]
-    for name in names:
-        (root / name).mkdir(parents=True)
-        (root / name / "Dockerfile").write_text("FROM scratch\n")
-    (root / "catalog.yaml").write_text(
-        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
-        + "".join(f"  {n}: {{context: {n}, version: 1.0.0}}\n" for n in names)
-    )
+    agents_catalog(root, dict.fromkeys(names, "FROM scratch\n"))
     bin_dir, env = docker_wrapper(tmp_path / "bin", DAEMON_GONE)
     out = root / "build"
     result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
@@ -214,14 +214,7 @@ def test_a_failed_buildx_run_whose_images_all_landed_is_a_warning(
     docker_daemon: None, docker_registry: Registry, tmp_path: Path
 ) -> None:
     root = tmp_path / "c"
-    for name in ("a", "b"):
-        (root / name).mkdir(parents=True)
-        (root / name / "x").write_text(f"{name}\n")
-        (root / name / "Dockerfile").write_text("FROM scratch\nCOPY x /x\n")
-    (root / "catalog.yaml").write_text(
-        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
-        "  a: {context: a, version: 1.0.0}\n  b: {context: b, version: 1.0.0}\n"
-    )
+    agents_catalog(root, {"a": GOOD, "b": GOOD})
     bin_dir, env = docker_wrapper(tmp_path / "bin", PUSHES_THEN_FAILS)
     out = root / "build"
     result = buildgen("bake", "--catalog", str(root / "catalog.yaml"), "--registry",
@@ -252,14 +245,7 @@ def test_a_builder_error_is_built_again_a_build_error_is_not(
     docker_daemon: None, docker_registry: Registry, tmp_path: Path
 ) -> None:
     root = tmp_path / "c"
-    for name, dockerfile in (("good", "FROM scratch\nCOPY x /x\n"), ("bad", BROKEN)):
-        (root / name).mkdir(parents=True)
-        (root / name / "x").write_text(f"{name}\n")
-        (root / name / "Dockerfile").write_text(dockerfile)
-    (root / "catalog.yaml").write_text(
-        "version: 1\nregistry: r.example/x\nplatforms: [linux/amd64]\nagents:\n"
-        "  good: {context: good, version: 1.0.0}\n  bad: {context: bad, version: 1.0.0}\n"
-    )
+    agents_catalog(root, {"good": GOOD, "bad": BROKEN})
     bin_dir, env = docker_wrapper(tmp_path / "bin", BUILDER_FAILS_ONCE)
     env = docker_registry.env(env)
 

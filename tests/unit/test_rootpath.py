@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buildgen.crane.rootpath import MAX_LINKS, PathRefused, clean, resolve
+from buildgen.crane.rootpath import MAX_LINKS, PathRefused, clean, copy_files_out, resolve
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,27 @@ def test_loops_non_directories_and_depth_are_refused(tmp_path: Path) -> None:
     (root / "deep").symlink_to("/".join(["d"] * 40))
     with pytest.raises(PathRefused, match="deeper than 64"):
         found(root, "deep/" + "/".join(["e"] * 30), create=True)
+
+
+def test_files_are_copied_out_of_the_root_and_nothing_else(tmp_path: Path) -> None:
+    """The crane runner's chroot fallback copies /output/task out of the rootfs this way."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret").write_text("host secret")
+    root = tmp_path / "root"
+    (root / "output/task/sub").mkdir(parents=True)
+    (root / "output/task/result.json").write_text("{}")
+    (root / "output/task/leak").symlink_to(host / "secret")
+    os.mkfifo(root / "output/task/fifo")
+    copied = copy_files_out(root, "/output/task", tmp_path / "out")
+    assert copied == ["result.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["result.json"]
+    # /output itself a link to a host directory: resolved inside the root, where it is not
+    (root / "output/task/result.json").unlink()
+    other = tmp_path / "root2"
+    other.mkdir()
+    (other / "output").symlink_to(host)
+    (host / "task").mkdir()
+    (host / "task/result.json").write_text("host file")
+    assert copy_files_out(other, "/output/task", tmp_path / "out2") == []
+    assert not (tmp_path / "out2").exists()

@@ -63,15 +63,12 @@ case ${EVAL_BENCHMARK_ENV:-} in
     *) die "EVAL_BENCHMARK_ENV must be 'shared' or 'per-task', not '$EVAL_BENCHMARK_ENV'" ;;
 esac
 
+# This machine's platform, as buildgen names it (crane/machine.py).
 native_platform() {
-    machine=$(python3 -c 'import os; print(os.uname().machine)') || die "python3 does not run"
-    case $machine in
-        x86_64 | amd64) echo linux/amd64 ;;
-        aarch64 | arm64) echo linux/arm64 ;;
-        armv7l) echo linux/arm/v7 ;;
-        ppc64le | s390x | riscv64) echo "linux/$machine" ;;
-        *) die "unknown machine '$machine': set EVAL_PLATFORM" ;;
-    esac
+    found=$(PYTHONPATH=$IMAGE_PYTHONPATH python3 -c 'from buildgen.crane.machine import native_platform
+print(native_platform() or "")') || die "python3 does not run"
+    [ -n "$found" ] || die "unknown machine '$(uname -m)': set EVAL_PLATFORM"
+    echo "$found"
 }
 
 # ---- which images -------------------------------------------------------------------------
@@ -207,13 +204,18 @@ run_bwrap() {
     exec bwrap "$@" /opt/eval/run
 }
 
+# The rootfs's directories the runner writes to or binds over: never through a symlink.
+real_dirs() {
+    for dir in "$@"; do
+        [ ! -L "$ROOTFS/$dir" ] || die "the rootfs's /$dir is a symlink: refusing to enter it"
+        mkdir -p "$ROOTFS/$dir"
+    done
+}
+
 # Before a chroot: /dev/null and its kin in the rootfs (images have an empty /dev; a shell's
 # `2>/dev/null` would make a regular file).
 prepare_chroot() {
-    for dir in dev; do
-        [ ! -L "$ROOTFS/$dir" ] || die "the rootfs's /$dir is a symlink: refusing to chroot"
-        mkdir -p "$ROOTFS/$dir"
-    done
+    real_dirs dev
     for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9"; do
         # shellcheck disable=SC2086  # name, major, minor
         set -- $node
@@ -226,8 +228,6 @@ prepare_chroot() {
 # chroot: the runner's own namespaces; the rootfs's /output is copied out afterwards.
 run_chroot() {
     prepare_chroot
-    [ ! -L "$ROOTFS/output" ] || die "the rootfs's /output is a symlink: refusing to chroot"
-    mkdir -p "$ROOTFS/output"
     pairs=$(eval_env chroot)
     # The runner is pid 1 (docker run): its pid namespace holds nothing but the eval, so the
     # pipeline may sweep the agent's leftovers with kill(-1) as the agent's uid (no /proc here).
@@ -238,15 +238,18 @@ EVAL_PID_NAMESPACE=own"
     # shellcheck disable=SC2086  # one NAME=VALUE a line
     (IFS='
 '; exec env -i $pairs "$chroot" "$ROOTFS" /opt/eval/run) || status=$?
-    if [ -d "$ROOTFS/output/task" ] && [ ! -L "$ROOTFS/output/task" ]; then
-        mkdir -p "$OUTPUT/task"
-        cp -R -P "$ROOTFS/output/task/." "$OUTPUT/task/"  # links copied as links, never followed
-    fi
+    # The files the pipeline wrote, read from fds inside the rootfs (no link followed out).
+    PYTHONPATH=$IMAGE_PYTHONPATH python3 -c 'import sys
+from pathlib import Path
+from buildgen.crane.rootpath import copy_files_out
+copy_files_out(Path(sys.argv[1]), "/output/task", Path(sys.argv[2]))' "$ROOTFS" "$OUTPUT/task" ||
+        die "cannot copy /output/task out of the rootfs"
     exit "$status"
 }
 
 run_eval() {
     [ -f "$ROOTFS/opt/eval/run" ] || die "the rootfs has no /opt/eval/run (the eval pipeline)"
+    real_dirs output  # bwrap binds /output over it; chroot copies it out
     mkdir -p "$OUTPUT"
     images=$(images_used)
     kind=${EVAL_SANDBOX:-auto}
