@@ -269,7 +269,7 @@ def worker(catalog: Path, prefix: str, lockfile: Path, k: int) -> None:
     current = (
         lockfile_format.read(lockfile)
         if lockfile.exists()
-        else lockfile_format.empty(plan.catalog.digest, plan.registry)
+        else lockfile_format.Lockfile(plan.catalog.digest, plan.registry)
     )
     with RegistryClient(RegistryOptions(max_connections=k)) as client:
         start = time.perf_counter()

@@ -10,7 +10,7 @@ from typing import Any
 
 from buildgen.errors import UsageError
 from buildgen.model.fusion import Provided
-from buildgen.model.lockfile import Entry
+from buildgen.model.lockfile import Lockfile
 from buildgen.registry.media import check_digest
 from buildgen.registry.reference import parse_reference
 
@@ -44,40 +44,36 @@ class Pinned:
         return data
 
 
-def resolve(
-    lock: Mapping[str, Any], roles: Sequence[tuple[str, str]], platform: str
-) -> list[Pinned]:
+def resolve(lock: Lockfile, roles: Sequence[tuple[str, str]], platform: str) -> list[Pinned]:
     """The digest-pinned references for (role, key) pairs on `platform`; exit 2 on unknowns."""
-    images: Mapping[str, Entry] = lock["images"]
-    pinned = []
+    pinned, images = [], lock.images
     for role, key in roles:
         entry = images.get(key)
         if entry is None:
             raise UsageError(f"{role}: no image {key} in the lockfile{_available(images, key)}")
-        platforms = entry.get("platforms", {}) if isinstance(entry, dict) else None
-        if not isinstance(platforms, dict):
-            raise UsageError(f"{role}: {key}: a malformed lockfile entry (no platforms)")
-        if platform not in platforms:
+        pin = entry.platforms.get(platform)
+        if pin is None:
             raise UsageError(
                 f"{role}: {key} has no {platform} image; it has "
-                f"{', '.join(sorted(platforms)) or 'none'}"
+                f"{', '.join(sorted(entry.platforms)) or 'none'}"
             )
-        try:  # a lockfile is input: every value is checked before anything is pulled
-            pinned.append(
-                Pinned(
-                    role,
-                    key,
-                    f"{parse_reference(entry['reference']).repository}@"
-                    f"{check_digest(entry['digest'])}",
-                    check_digest(platforms[platform]["digest"]),
-                    int(platforms[platform].get("size", 0)),
-                    tuple(Provided.from_json(p) for p in entry.get("provides", ())),
-                    tuple(sorted(platforms)),
-                )
+        try:  # the digests and the reference are checked before anything is pulled
+            repository = parse_reference(entry.reference).repository
+            reference, platform_digest = f"{repository}@{check_digest(entry.digest)}", pin.digest
+            check_digest(platform_digest)
+        except ValueError as exc:
+            raise UsageError(f"{role}: {key}: a malformed lockfile entry ({exc})") from None
+        pinned.append(
+            Pinned(
+                role,
+                key,
+                reference,
+                platform_digest,
+                pin.size,
+                entry.provides,
+                tuple(sorted(entry.platforms)),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise UsageError(f"{role}: {key}: a malformed lockfile entry ({what})") from None
+        )
     return pinned
 
 

@@ -19,10 +19,9 @@ from buildgen.model.lockfile import (
     ATTESTATION_ANNOTATION,
     INPUTS_ANNOTATION,
     LAYERS_SIZE_ANNOTATION,
-    LOCK_VERSION,
-    Entry,
-    empty,
-    header,
+    LockEntry,
+    Lockfile,
+    PlatformPin,
     layers_size,
     lock_path,
     parse,
@@ -71,7 +70,7 @@ def _entry(
     *,
     manifest: Manifest | None = None,
     document: Mapping[str, Any] | None = None,
-) -> Entry:
+) -> LockEntry:
     """The lock entry of `image`, from the registry (its primary tag, or a known digest);
     `index` is that digest's manifest when the caller has it in hand (publish just pushed it),
     `manifest` the manifest its tag gave when the caller read it (`document`: parsed).
@@ -90,36 +89,28 @@ def _entry(
         except NotFound:
             raise CheckFailed(f"{reference} is not in the registry (publish it first)") from None
     data = document if document is not None else manifest.json()
-    platforms: dict[str, Entry] = {}
+    platforms: dict[str, PlatformPin] = {}
     inputs = None
     if manifest.is_index:
         inputs = (data.get("annotations") or {}).get(INPUTS_ANNOTATION)
         for platform, child in _platform_children(data):
             size = str((child.get("annotations") or {}).get(LAYERS_SIZE_ANNOTATION, ""))
             if size.isdigit():
-                platforms[platform] = {"digest": child["digest"], "size": int(size)}
+                platforms[platform] = PlatformPin(child["digest"], int(size))
             elif client is None:
                 raise _Unfinished
             else:
-                platforms[platform] = {
-                    "digest": child["digest"],
-                    "size": _layers_size(client, image, child),
-                }
+                platforms[platform] = PlatformPin(
+                    child["digest"], _layers_size(client, image, child)
+                )
     else:
         if client is None:
             raise _Unfinished
         config = json.loads(b"".join(client.get_blob(image.repository, data["config"]["digest"])))
-        platforms[platform_string(config)] = {"digest": manifest.digest, "size": layers_size(data)}
-    entry: Entry = {
-        "reference": reference,
-        "digest": manifest.digest,
-        "mediaType": manifest.media_type,
-        "platforms": platforms,
-        "inputs": inputs,
-    }
-    if image.provides:  # the fusion rule travels with the digests: crane mode needs no catalog
-        entry["provides"] = [provided.to_json() for provided in image.provides]
-    return entry
+        platforms[platform_string(config)] = PlatformPin(manifest.digest, layers_size(data))
+    return LockEntry(
+        reference, manifest.digest, manifest.media_type, platforms, inputs, image.provides
+    )
 
 
 def _platform_children(index: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -142,7 +133,7 @@ def _layers_size(client: RegistryClient, image: PlannedImage, child: Mapping[str
 
 
 def update(
-    lock: dict[str, Any],
+    lock: Lockfile,
     plan: Plan,
     client: RegistryClient,
     *,
@@ -156,16 +147,16 @@ def update(
     only when the digest differs from the entry's. `known` gives digests already in hand
     (publish), which saves the HEAD too. Entries of other images stay exactly as they were.
     """
-    if lock.get("registry") != plan.registry:
-        if lock["images"]:
+    if lock.registry != plan.registry:
+        if lock.images:
             log.warning(
                 "the lockfile was made for %s; starting it anew for %s",
-                lock.get("registry"),
+                lock.registry,
                 plan.registry,
             )
-        lock.update(empty(plan.catalog.digest, plan.registry))
-    lock["catalogDigest"] = plan.catalog.digest
-    images: dict[str, Entry] = lock["images"]
+        lock.registry, lock.images = plan.registry, {}
+    lock.catalog_digest = plan.catalog.digest
+    images = lock.images
 
     known = dict(known or {})
     indexes = indexes or {}
@@ -174,7 +165,7 @@ def update(
     new = [image for image in plan.images if image.key not in known and image.key not in images]
     heads = [image for image in plan.images if image.key not in known and image.key in images]
     fetched: dict[str, tuple[Manifest, Mapping[str, Any]]] = {}  # the index read, and parsed
-    entries: dict[str, Entry] = {}
+    entries: dict[str, LockEntry] = {}
 
     def arrived(position: int, manifest: Manifest | None) -> None:
         """An index read by tag: its entry is made now, while the registry answers the other
@@ -188,21 +179,20 @@ def update(
 
     _present(new, client.get_manifests(_tags(new), workers=workers, each=arrived))
     # Asked "still this digest?" (If-None-Match), a registry answers without reading the index.
-    believed = [images[image.key].get("digest") for image in heads]
+    believed: list[str | None] = [images[image.key].digest for image in heads]
     now = client.tag_digests(_tags(heads), believed, workers=workers)
     known.update(zip(_keys(heads), _present(heads, now), strict=True))
 
     def unchanged(image: PlannedImage) -> bool:
         current = images.get(image.key)
-        provides = [provided.to_json() for provided in image.provides] or None
         return bool(
             current
-            and current.get("digest") == known[image.key]
-            and current.get("reference") == image.tags[0]
-            and current.get("provides") == provides
+            and current.digest == known[image.key]
+            and current.reference == image.tags[0]
+            and current.provides == image.provides
         )
 
-    def one(image: PlannedImage) -> Entry:
+    def one(image: PlannedImage) -> LockEntry:
         if image.key in fetched:
             manifest, document = fetched[image.key]
             return _entry(client, image, manifest=manifest, document=document)
@@ -231,11 +221,11 @@ def refresh(plan: Plan, options: LockOptions) -> list[str]:
     changed. A run that changes nothing leaves the file alone (not even rendered again)."""
     path = lock_path(plan.catalog.path, options.path)
     existed = path.exists()
-    current = read(path) if existed else empty(plan.catalog.digest, plan.registry)
-    before = header(current)
+    current = read(path) if existed else Lockfile(plan.catalog.digest, plan.registry)
+    before = current.catalog_digest, current.registry
     with _client(options) as client:
         changed = update(current, plan, client, workers=options.jobs)
-    written = bool(changed or not existed or header(current) != before)
+    written = bool(changed or not existed or (current.catalog_digest, current.registry) != before)
     written = written and write(path, current)
     note = "" if written else " (file unchanged)"
     log.info("%s: %d of %d selected image(s) changed%s", path, len(changed), len(plan.images), note)
@@ -256,7 +246,7 @@ def pin_published(
     if not known:
         return
     path = lock_path(plan.catalog.path, path)
-    current = read(path) if path.exists() else empty(plan.catalog.digest, plan.registry)
+    current = read(path) if path.exists() else Lockfile(plan.catalog.digest, plan.registry)
     subset = replace(plan, images=tuple(i for i in plan.images if i.key in known))
     changed = update(current, subset, client, known=known, indexes=indexes)
     if write(path, current):
@@ -297,33 +287,31 @@ class Finding:
         return f"{self.kind:8} {self.key}: {self.detail}"
 
 
-def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
+def check(lock: Lockfile, plan: Plan) -> list[Finding]:
     """Offline: the lock has exactly the catalog's images, each from its current inputs."""
     findings = []
-    images: Mapping[str, Entry] = lock["images"]
-    if lock.get("registry") != plan.registry:
+    images = lock.images
+    if lock.registry != plan.registry:
         findings.append(
             Finding(
                 "catalog",
                 "registry",
-                f"lock is for {lock.get('registry')}, the catalog builds for {plan.registry}",
+                f"lock is for {lock.registry}, the catalog builds for {plan.registry}",
             )
         )
     for image in plan.images:
         entry = images.get(image.key)
         if entry is None:
             findings.append(Finding("missing", image.key, "not in the lockfile"))
-        elif entry.get("reference") != image.tags[0]:
+        elif entry.reference != image.tags[0]:
             findings.append(
                 Finding(
-                    "stale",
-                    image.key,
-                    f"locked {entry.get('reference')}, the catalog has {image.tags[0]}",
+                    "stale", image.key, f"locked {entry.reference}, the catalog has {image.tags[0]}"
                 )
             )
-        elif entry.get("provides") != ([p.to_json() for p in image.provides] or None):
+        elif entry.provides != image.provides:
             findings.append(Finding("stale", image.key, "its fusion rule (provides) changed"))
-        elif entry.get("inputs") not in (None, image.inputs):
+        elif entry.inputs not in (None, image.inputs):
             findings.append(
                 Finding("stale", image.key, "its build inputs changed since it was locked")
             )
@@ -332,7 +320,7 @@ def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
     for key in sorted(images):
         if key not in planned:
             findings.append(Finding("extra", key, "not in the catalog"))
-    if selected == planned and lock.get("catalogDigest") != plan.catalog.digest and not findings:
+    if selected == planned and lock.catalog_digest != plan.catalog.digest and not findings:
         findings.append(
             Finding(
                 "catalog",
@@ -344,10 +332,10 @@ def check(lock: Mapping[str, Any], plan: Plan) -> list[Finding]:
 
 
 def check_remote(
-    lock: Mapping[str, Any], plan: Plan, client: RegistryClient, *, workers: int = 16
+    lock: Lockfile, plan: Plan, client: RegistryClient, *, workers: int = 16
 ) -> list[Finding]:
     """Every pinned digest still exists; tags that moved since are drift."""
-    images: Mapping[str, Entry] = lock["images"]
+    images = lock.images
     by_key = plan.all_images
 
     keys = sorted(images)
@@ -356,9 +344,9 @@ def check_remote(
     for key in keys:
         entry = images[key]
         image = by_key.get(key)
-        reference = parse_reference(entry["reference"])
+        reference = parse_reference(entry.reference)
         repository = reference.repository if image is None else image.repository
-        pins.append((repository, entry["digest"]))
+        pins.append((repository, entry.digest))
         tags.append((repository, reference.tag or "latest"))
     pinned = client.head_manifests(pins, workers=workers)
     tagged = client.tag_digests(tags, [digest for _, digest in pins], workers=workers)
@@ -367,10 +355,8 @@ def check_remote(
         if there is None:
             found.append(Finding("gone", key, f"{repository}@{digest} is not in the registry"))
         if now is not None and now != digest:
-            reference = images[key]["reference"]
-            found.append(
-                Finding("drift", key, f"{reference} now points at {now[:19]}, locked {digest[:19]}")
-            )
+            locked = f"{images[key].reference} now points at {now[:19]}, locked {digest[:19]}"
+            found.append(Finding("drift", key, locked))
     return found
 
 
@@ -393,7 +379,7 @@ def verify(plan: Plan, options: LockOptions, *, remote: bool = False) -> Verdict
     if remote:
         with _client(options) as client:
             findings += check_remote(current, plan, client, workers=options.jobs)
-    return Verdict(path, len(current["images"]), tuple(findings))
+    return Verdict(path, len(current.images), tuple(findings))
 
 
 # -- diffing ---------------------------------------------------------------------------------
@@ -403,11 +389,11 @@ def diff_since(plan: Plan, old: str, options: LockOptions) -> str:
     """`buildgen lock --diff OLD`: the Markdown table of what changed in the plan's lockfile
     since OLD (a lockfile path or a git revision)."""
     path = lock_path(plan.catalog.path, options.path)
-    new = read(path) if path.exists() else {"images": {}}
+    new = read(path) if path.exists() else Lockfile()
     return diff_markdown(load_old(old, path), new)
 
 
-def load_old(spec: str, path: Path) -> dict[str, Any]:
+def load_old(spec: str, path: Path) -> Lockfile:
     """OLD for --diff: a lockfile path, or a git revision of this lockfile."""
     candidate = Path(spec)
     if candidate.is_file():
@@ -429,7 +415,7 @@ def load_old(spec: str, path: Path) -> dict[str, Any]:
     )
     if shown.returncode != 0:
         if "exists on disk, but not in" in shown.stderr or "does not exist in" in shown.stderr:
-            return {"lockVersion": LOCK_VERSION, "images": {}}  # the lock is new in this change
+            return Lockfile()  # the lock is new in this change
         raise UsageError(f"--diff {spec}: {shown.stderr.strip() or 'not a file or git revision'}")
     return parse(shown.stdout, f"{spec}:{relative}")
 
@@ -446,33 +432,29 @@ def _short(digest: str | None) -> str:
     return f"`{digest.removeprefix('sha256:')[:12]}`" if digest else ""
 
 
-def diff_markdown(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+def diff_markdown(old: Lockfile, new: Lockfile) -> str:
     """A Markdown table of added, removed and changed images, for a PR comment."""
-    before: Mapping[str, Entry] = old.get("images", {})
-    after: Mapping[str, Entry] = new.get("images", {})
     rows = []
-    for key in sorted(set(before) | set(after)):
-        a, b = before.get(key), after.get(key)
+    for key in sorted(set(old.images) | set(new.images)):
+        a, b = old.images.get(key), new.images.get(key)
         if a == b:
             continue
         if a is None or b is None:
-            entry = b or a or {}
+            entry = b or a
+            assert entry is not None
             change = "added" if a is None else "removed"
-            plats = ", ".join(sorted(entry.get("platforms", {})))
             rows.append(
-                f"| `{key}` | {change} | {_short((a or {}).get('digest'))} | "
-                f"{_short((b or {}).get('digest'))} | {plats} |"
+                f"| `{key}` | {change} | {_short(a.digest if a else None)} | "
+                f"{_short(b.digest if b else None)} | "
+                f"{', '.join(sorted(entry.platforms))} |"
             )
             continue
-        gained = sorted(set(b.get("platforms", {})) - set(a.get("platforms", {})))
-        lost = sorted(set(a.get("platforms", {})) - set(b.get("platforms", {})))
-        notes = [f"+{p}" for p in gained] + [f"-{p}" for p in lost]
-        if a.get("reference") != b.get("reference"):
-            old_tag, new_tag = (_tag_of(str(e.get("reference", ""))) for e in (a, b))
-            notes.append(f"{old_tag} → {new_tag}")
+        notes = [f"+{p}" for p in sorted(set(b.platforms) - set(a.platforms))]
+        notes += [f"-{p}" for p in sorted(set(a.platforms) - set(b.platforms))]
+        if a.reference != b.reference:
+            notes.append(f"{_tag_of(a.reference)} → {_tag_of(b.reference)}")
         rows.append(
-            f"| `{key}` | changed | {_short(a.get('digest'))} | {_short(b.get('digest'))} | "
-            f"{' '.join(notes)} |"
+            f"| `{key}` | changed | {_short(a.digest)} | {_short(b.digest)} | {' '.join(notes)} |"
         )
     if not rows:
         return "No image changed.\n"

@@ -15,7 +15,6 @@ from support.catalogs import REPO
 from support.components import Registry
 from support.synth import push_platform_image, push_synthetic
 
-from buildgen.model import lockfile
 from buildgen.model.catalog import load_catalog
 from buildgen.model.plan import make_plan
 from buildgen.registry import OCI_INDEX, RegistryClient
@@ -196,8 +195,13 @@ def test_one_mutated_image_changes_one_entry(published: tuple[Path, str]) -> Non
     assert "| `agents/a` | changed |" in diff.stdout and "-linux/arm64" in diff.stdout
 
 
+def _dumps(lock: object) -> str:
+    """A lockfile's text as docs/lockfile.md specifies it (for hand-made, even broken, ones)."""
+    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
 def _saved(data: dict[str, object], path: Path) -> Path:
-    path.write_text(lockfile.dumps(data))
+    path.write_text(_dumps(data))
     return path
 
 
@@ -210,7 +214,7 @@ def test_diff_against_a_git_revision(published: tuple[Path, str]) -> None:
     subprocess.run([*git, "commit", "-qm", "lock"], check=True)
     data = json.loads((root / "images.lock.json").read_text())
     data["images"]["models/extra"] = data["images"].pop("models/g")
-    (root / "images.lock.json").write_text(lockfile.dumps(data))
+    (root / "images.lock.json").write_text(_dumps(data))
     diff = _lock(catalog, prefix, "--diff", "HEAD")
     assert diff.returncode == 0, diff.stderr
     assert "| `models/extra` | added |" in diff.stdout
@@ -232,7 +236,7 @@ def test_resolve_on_50000_entries_under_a_second(tmp_path: Path) -> None:
             **images["benchmarks/big:task-00000"],
             "reference": f"r.example/evals/{key}:1.0.0",
         }
-    (tmp_path / "images.lock.json").write_text(lockfile.dumps({"lockVersion": 1, "catalogDigest": "x",
+    (tmp_path / "images.lock.json").write_text(_dumps({"lockVersion": 1, "catalogDigest": "x",
                                                            "registry": "r.example/evals", "images": images}))  # fmt: skip
     start = time.perf_counter()
     result = buildgen("resolve", "--catalog", str(tmp_path / "catalog.yaml"), "--benchmark", "big",
@@ -280,7 +284,7 @@ def test_resolve_refuses_a_malformed_entry_with_a_message(
     good = {"reference": "r.example/evals/x:1.0.0", "digest": digest, "mediaType": OCI_INDEX,
             "platforms": {"linux/amd64": {"digest": digest, "size": 1}}}  # fmt: skip
     images = {"benchmarks/b": good, "agents/a": {**good, **change}}
-    (tmp_path / "images.lock.json").write_text(lockfile.dumps({"lockVersion": 1,
+    (tmp_path / "images.lock.json").write_text(_dumps({"lockVersion": 1,
         "catalogDigest": "x", "registry": "r.example/evals", "images": images}))  # fmt: skip
     result = buildgen("resolve", "--catalog", str(tmp_path / "catalog.yaml"), "--benchmark", "b",
                       "--agent", "a", "--platform", "linux/amd64")  # fmt: skip
