@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, cast
 
 from buildgen import __version__
-from buildgen.cli.common import Formatter, Parser
+from buildgen.cli.common import Formatter, Parser, add_common_flags
 from buildgen.errors import BuildgenError, CatalogError, UsageError
 
 DESCRIPTION = """\
@@ -56,9 +56,10 @@ VERBS = {
 
 
 class Verb(Protocol):
-    """What each module buildgen/cli/<verb>.py has."""
+    """What each module buildgen/cli/<verb>.py has: DESCRIPTION (its --help text), and
+    optionally USAGE and `add_arguments` (its flags beyond -v, -q and --catalog)."""
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+    DESCRIPTION: str
 
     def run(self, args: argparse.Namespace, passthrough: list[str]) -> int: ...
 
@@ -117,7 +118,11 @@ def build_parser(verbs: Iterable[str] = VERBS) -> argparse.ArgumentParser:
     for name, help_line in VERBS.items():
         verb = subparsers.add_parser(name, help=help_line, formatter_class=Formatter)
         if name in with_flags:
-            _verb(name).add_arguments(verb)
+            module = _verb(name)
+            verb.description = module.DESCRIPTION
+            verb.usage = getattr(module, "USAGE", None)
+            add_common_flags(verb)
+            getattr(module, "add_arguments", lambda parser: None)(verb)
     return parser
 
 

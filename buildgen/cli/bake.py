@@ -10,8 +10,8 @@ from pathlib import Path
 
 from buildgen.build.bake import BakeRequest, bake_plan, unhashed_settings
 from buildgen.cli.common import (
-    add_common_flags,
     add_registry_flags,
+    add_switches,
     checked_platform,
     registry_options,
 )
@@ -22,34 +22,34 @@ from buildgen.model.defaults import DEFAULT_SHARD_SIZE
 log = logging.getLogger(__name__)
 
 
+USAGE = "buildgen bake [options] [-- extra docker buildx bake args]"
+DESCRIPTION = (
+    "Render the plan as docker-bake HCL files of at most --shard-size targets each, then run "
+    "`docker buildx bake -f FILE` once per file (from the catalog's directory). Arguments "
+    "after '--' go to every buildx call unchanged (e.g. -- --print, -- --set "
+    "'*.labels.x=y', -- --progress plain)."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "buildgen bake [options] [-- extra docker buildx bake args]"
-    parser.description = (
-        "Render the plan as docker-bake HCL files of at most --shard-size targets each, then run "
-        "`docker buildx bake -f FILE` once per file (from the catalog's directory). Arguments "
-        "after '--' go to every buildx call unchanged (e.g. -- --print, -- --set "
-        "'*.labels.x=y', -- --progress plain)."
-    )
-    add_common_flags(parser)
     add_selection_flags(parser)
     add_registry_flags(parser)
     parser.add_argument(
         "--platform", metavar="P", help="build only this platform (os/arch[/variant])"
     )
-    parser.add_argument(
-        "--push", action="store_true",
-        help="push to the registry: by digest where the builder can (docker-container), else "
-        "under staging tags build-<inputs>-<platforms>; never release tags (publish writes "
-        "those). What was pushed is recorded in DIR/results.<platform|all>.json",
-    )  # fmt: skip
-    parser.add_argument(
-        "--push-by-digest", action="store_true",
-        help="push by digest whatever the builder (the docker driver refuses it)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--dry-run", action="store_true",
-        help="write the files and print the buildx commands; needs no Docker",
-    )  # fmt: skip
+    add_switches(parser, {
+        "--push": "push to the registry: by digest where the builder can (docker-container), "
+        "else under staging tags build-<inputs>-<platforms>; never release tags (publish "
+        "writes those). What was pushed is recorded in DIR/results.<platform|all>.json",
+        "--push-by-digest": "push by digest whatever the builder (the docker driver refuses it)",
+        "--dry-run": "write the files and print the buildx commands; needs no Docker",
+        "--keep-going": "with --push: go on past failed targets (their cancelled siblings are "
+        "rebuilt), record every success, and list the failures at the end",
+        "--retry-failed": "build only the images that failed in the last --push run in this "
+        "build folder",
+        "--rebuild": "with --push: build images even when their inputs-<hash> tag is already "
+        "published",
+    })  # fmt: skip
     parser.add_argument(
         "--out", type=Path, metavar="DIR",
         help="where to write the bake files (default: build/bake next to the catalog)",
@@ -66,22 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="build part I of N of the (platform's) images: one entry of `buildgen matrix`",
     )  # fmt: skip
     parser.add_argument(
-        "--keep-going", action="store_true",
-        help="with --push: go on past failed targets (their cancelled siblings are rebuilt), "
-        "record every success, and list the failures at the end",
-    )  # fmt: skip
-    parser.add_argument(
         "--build-retries", type=int, default=1, metavar="N",
         help="with --push: build targets that did not land up to N more times before they "
         "count as failed (default: 1; registries fail transiently under load)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--retry-failed", action="store_true",
-        help="build only the images that failed in the last --push run in this build folder",
-    )  # fmt: skip
-    parser.add_argument(
-        "--rebuild", action="store_true",
-        help="with --push: build images even when their inputs-<hash> tag is already published",
     )  # fmt: skip
 
 

@@ -38,6 +38,29 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_switches(parser: argparse.ArgumentParser, switches: dict[str, str]) -> None:
+    """Flags that take no value (store_true): flag -> its help."""
+    for flag, help_text in switches.items():
+        parser.add_argument(flag, action="store_true", help=help_text)
+
+
+def add_lock_flag(parser: argparse.ArgumentParser) -> None:
+    """--lock PATH: the verbs that read or write the lockfile."""
+    parser.add_argument(
+        "--lock", type=Path, metavar="PATH",
+        help="the lockfile (default: images.lock.json next to the catalog)",
+    )  # fmt: skip
+
+
+def add_eval_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--benchmark, --task, --agent, --gateway and --platform: the images of one eval."""
+    parser.add_argument("--benchmark", required=required, metavar="B")
+    parser.add_argument("--task", metavar="T", help="a task of a per-task benchmark")
+    parser.add_argument("--agent", required=required, metavar="A")
+    parser.add_argument("--gateway", metavar="G")
+    parser.add_argument("--platform", required=required, metavar="P", help="e.g. linux/amd64")
+
+
 def add_registry_flags(parser: argparse.ArgumentParser) -> None:
     """How the verbs that talk to a registry reach it (`registry_options`)."""
     parser.add_argument(

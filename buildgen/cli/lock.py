@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from buildgen.cli.common import (
-    add_common_flags,
+    add_lock_flag,
     add_registry_flags,
     positive_int,
     registry_options,
@@ -22,19 +21,20 @@ from buildgen.release.lock import DEFAULT_JOBS, LockOptions
 log = logging.getLogger(__name__)
 
 
+DESCRIPTION = (
+    "Resolve every image's tag in the registry and pin its digest in the lockfile (HEAD "
+    "first; the index is read only when its digest changed; entries not selected stay "
+    "byte-identical). --check compares the lockfile with the catalog offline (exit 1 "
+    "listing missing, extra and stale entries); --remote also checks the pinned digests "
+    "exist and reports tags that moved (drift). --diff OLD prints a Markdown table of what "
+    "changed since OLD (a lockfile path or a git revision)."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Resolve every image's tag in the registry and pin its digest in the lockfile (HEAD "
-        "first; the index is read only when its digest changed; entries not selected stay "
-        "byte-identical). --check compares the lockfile with the catalog offline (exit 1 "
-        "listing missing, extra and stale entries); --remote also checks the pinned digests "
-        "exist and reports tags that moved (drift). --diff OLD prints a Markdown table of what "
-        "changed since OLD (a lockfile path or a git revision)."
-    )
-    add_common_flags(parser)
     add_selection_flags(parser)
     add_registry_flags(parser)
-    parser.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
+    add_lock_flag(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="offline check; exit 1 when stale")
     mode.add_argument("--diff", metavar="OLD", help="Markdown diff against a path or git revision")

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from buildgen.cli.common import (
-    add_common_flags,
+    add_eval_flags,
+    add_lock_flag,
     add_registry_flags,
+    add_switches,
     checked_platform,
     registry_options,
 )
@@ -43,24 +45,21 @@ def byte_size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
+DESCRIPTION = (
+    "Pull the benchmark (or one task of it), agent and gateway images by digest (from the "
+    "lockfile, or with --from-env from EVAL_* variables as `buildgen resolve` prints them), "
+    "verify every digest and size, and fuse them into --rootfs: the benchmark's layers (OCI "
+    "whiteouts applied), then each directory the agent and gateway provide, with the fusion "
+    "rule's mode and owner (the same rule as the combination images). Blobs are cached by "
+    "digest in --cache (a second run downloads nothing); --mirror registries are tried "
+    "first. Prints (or writes to --record) every digest used."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Pull the benchmark (or one task of it), agent and gateway images by digest (from the "
-        "lockfile, or with --from-env from EVAL_* variables as `buildgen resolve` prints them), "
-        "verify every digest and size, and fuse them into --rootfs: the benchmark's layers (OCI "
-        "whiteouts applied), then each directory the agent and gateway provide, with the fusion "
-        "rule's mode and owner (the same rule as the combination images). Blobs are cached by "
-        "digest in --cache (a second run downloads nothing); --mirror registries are tried "
-        "first. Prints (or writes to --record) every digest used."
-    )
-    add_common_flags(parser)
     add_registry_flags(parser)
-    parser.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
-    parser.add_argument("--benchmark", metavar="B")
-    parser.add_argument("--task", metavar="T")
-    parser.add_argument("--agent", metavar="A")
-    parser.add_argument("--gateway", metavar="G")
-    parser.add_argument("--platform", metavar="P", help="e.g. linux/amd64")
+    add_lock_flag(parser)
+    add_eval_flags(parser, required=False)  # not with --from-env or --unmount
     parser.add_argument("--rootfs", type=Path, required=True, metavar="DIR",
                         help="a new or empty directory for the fused rootfs")  # fmt: skip
     parser.add_argument(
@@ -83,30 +82,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "extracting its layers again",
     )  # fmt: skip
     parser.add_argument(
-        "--overlay", action="store_true",
-        help="make the rootfs an overlay mount of the unpacked image in the cache instead of a "
-        "copy (instant; needs CAP_SYS_ADMIN, else it copies); writes land in .DIR.overlay "
-        "beside it; remove it with --unmount",
-    )  # fmt: skip
-    parser.add_argument(
-        "--unmount", action="store_true",
-        help="unmount the overlay rootfs --rootfs DIR and remove its writable layer, then exit",
-    )  # fmt: skip
-    parser.add_argument(
-        "--from-env", action="store_true",
-        help="take the references from EVAL_* variables, not the lockfile",
-    )  # fmt: skip
-    parser.add_argument(
         "--pipeline", type=Path, metavar="DIR",
         help="also fuse DIR's opt/eval into the rootfs at /opt/eval (root-owned, 0755), as "
         "the catalog's `pipeline` is in every combination image (the crane runner passes its "
         "own copy)",
     )  # fmt: skip
-    parser.add_argument(
-        "--runnable", action="store_true",
-        help="refuse (exit 2, before any pull) a platform this machine cannot run: its own, "
-        "or one a binfmt_misc handler runs",
-    )  # fmt: skip
+    add_switches(parser, {
+        "--overlay": "make the rootfs an overlay mount of the unpacked image in the cache instead "
+        "of a copy (instant; needs CAP_SYS_ADMIN, else it copies); writes land in .DIR.overlay "
+        "beside it; remove it with --unmount",
+        "--unmount": "unmount the overlay rootfs --rootfs DIR and remove its writable layer, "
+        "then exit",
+        "--from-env": "take the references from EVAL_* variables, not the lockfile",
+        "--runnable": "refuse (exit 2, before any pull) a platform this machine cannot run: its "
+        "own, or one a binfmt_misc handler runs",
+    })  # fmt: skip
 
 
 def run(args: argparse.Namespace, passthrough: list[str]) -> int:

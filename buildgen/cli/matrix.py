@@ -8,21 +8,22 @@ import logging
 import sys
 
 from buildgen.build.matrix import matrix
-from buildgen.cli.common import add_common_flags, checked_platform
+from buildgen.cli.common import checked_platform
 from buildgen.cli.selection import add_selection_flags, load_plan
 
 log = logging.getLogger(__name__)
 
 
+DESCRIPTION = (
+    'Print a GitHub Actions `strategy.matrix` (JSON, {"include": [...]}) with one entry per '
+    "platform and shard, each at most --targets-per-job images, the whole within --max-jobs, "
+    "so each platform builds on its own native runner. Build an entry with `buildgen bake "
+    "--push --platform P --shard I/N`; publish all entries' results with `buildgen publish "
+    "--from`."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        'Print a GitHub Actions `strategy.matrix` (JSON, {"include": [...]}) with one entry per '
-        "platform and shard, each at most --targets-per-job images, the whole within --max-jobs, "
-        "so each platform builds on its own native runner. Build an entry with `buildgen bake "
-        "--push --platform P --shard I/N`; publish all entries' results with `buildgen publish "
-        "--from`."
-    )
-    add_common_flags(parser)
     add_selection_flags(parser)
     parser.add_argument(
         "--platform", action="append", default=[], metavar="P",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 
 from buildgen.build.incremental import published
-from buildgen.cli.common import add_common_flags, add_registry_flags, registry_options
+from buildgen.cli.common import add_registry_flags, registry_options
 from buildgen.cli.selection import add_selection_flags, load_plan
 from buildgen.model.plan import Plan
 from buildgen.registry import RegistryClient
@@ -17,12 +17,13 @@ from buildgen.registry import RegistryClient
 log = logging.getLogger(__name__)
 
 
+DESCRIPTION = (
+    "Expand the catalog into one record per image (key, bake target, tags, platforms, "
+    "context, Dockerfile, args, dependencies), in a deterministic order."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Expand the catalog into one record per image (key, bake target, tags, platforms, "
-        "context, Dockerfile, args, dependencies), in a deterministic order."
-    )
-    add_common_flags(parser)
     add_selection_flags(parser)
     add_registry_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from buildgen.cli.common import (
-    add_common_flags,
+    add_lock_flag,
     add_registry_flags,
     positive_int,
     registry_options,
@@ -25,16 +25,16 @@ from buildgen.release.publish import (
     publish_results,
 )
 
+DESCRIPTION = (
+    "For every image, build one OCI index from the per-platform manifests recorded by "
+    "`buildgen bake --push` (with their attestations), annotate it, push it once and tag "
+    "it: the immutable X.Y.Z; X.Y, X and latest only when it is the newest stable version "
+    "of that line in the repository; a prerelease only its own tag; a per-task image its "
+    "task id; and inputs-<hash>. Talks to the registry directly."
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "For every image, build one OCI index from the per-platform manifests recorded by "
-        "`buildgen bake --push` (with their attestations), annotate it, push it once and tag "
-        "it: the immutable X.Y.Z; X.Y, X and latest only when it is the newest stable version "
-        "of that line in the repository; a prerelease only its own tag; a per-task image its "
-        "task id; and inputs-<hash>. Talks to the registry directly."
-    )
-    add_common_flags(parser)
     add_selection_flags(parser)
     add_registry_flags(parser)
     parser.add_argument(
@@ -51,10 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="images published at once (default 16)",
     )
-    parser.add_argument(
-        "--lock", type=Path, metavar="PATH",
-        help="the lockfile to update (default: images.lock.json next to the catalog)",
-    )  # fmt: skip
+    add_lock_flag(parser)
 
 
 def run(args: argparse.Namespace, passthrough: list[str]) -> int:

@@ -6,28 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from buildgen.cli.common import add_common_flags, checked_platform
+from buildgen.cli.common import add_eval_flags, add_lock_flag, checked_platform
 from buildgen.crane.resolve import Pinned, resolve, to_env
 from buildgen.model import lockfile
 from buildgen.model.naming import Axis, image_key
 
+DESCRIPTION = (
+    "Look up the benchmark (or one of its tasks), agent, gateway and the crane runner in the "
+    "lockfile and print their digest-pinned references for one platform (--format env: "
+    "EVAL_BENCHMARK_IMAGE=<repo>@sha256:... lines; json). Reads only the lockfile. Unknown "
+    "names or a platform an image lacks exit 2, naming what there is."
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Look up the benchmark (or one of its tasks), agent, gateway and the crane runner in the "
-        "lockfile and print their digest-pinned references for one platform (--format env: "
-        "EVAL_BENCHMARK_IMAGE=<repo>@sha256:... lines; json). Reads only the lockfile. Unknown "
-        "names or a platform an image lacks exit 2, naming what there is."
-    )
-    add_common_flags(parser)
-    parser.add_argument("--lock", type=Path, metavar="PATH", help="default: next to the catalog")
-    parser.add_argument("--benchmark", required=True, metavar="B")
-    parser.add_argument("--task", metavar="T", help="a task of a per-task benchmark")
-    parser.add_argument("--agent", required=True, metavar="A")
-    parser.add_argument("--gateway", metavar="G")
-    parser.add_argument("--platform", required=True, metavar="P", help="e.g. linux/amd64")
+    add_lock_flag(parser)
+    add_eval_flags(parser, required=True)
     parser.add_argument("--format", choices=("env", "json"), default="env")
 
 

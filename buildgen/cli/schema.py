@@ -6,13 +6,9 @@ import argparse
 import json
 import sys
 
-from buildgen.cli.common import add_common_flags
 from buildgen.model.catalog import catalog_schema
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Print the JSON Schema of catalog.yaml (for editors: see README)."
-    add_common_flags(parser)
+DESCRIPTION = "Print the JSON Schema of catalog.yaml (for editors: see README)."
 
 
 def run(args: argparse.Namespace, passthrough: list[str]) -> int:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from buildgen.cli.common import add_common_flags
 from buildgen.model.catalog import load_catalog
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Check the catalog and every file it names. Exit 0 when valid; exit 2 when not, with "
-        "every error as FILE:LINE:COL: message on stderr."
-    )
-    add_common_flags(parser)
+DESCRIPTION = (
+    "Check the catalog and every file it names. Exit 0 when valid; exit 2 when not, with "
+    "every error as FILE:LINE:COL: message on stderr."
+)
 
 
 def run(args: argparse.Namespace, passthrough: list[str]) -> int:

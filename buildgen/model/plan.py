@@ -17,8 +17,8 @@ from typing import Any
 
 from buildgen.errors import UsageError
 from buildgen.model import inputs, naming
-from buildgen.model.catalog import TASK_PLACEHOLDER, Catalog
-from buildgen.model.catalog_models import Agent, Benchmark, Gateway, ImageSpec, ProvidedPath
+from buildgen.model.catalog import TASK_PLACEHOLDER, Catalog, Pairing
+from buildgen.model.catalog_models import Agent, Gateway, ImageSpec, ProvidedPath
 from buildgen.model.fusion import DEFAULT_MODES, PIPELINE, Provided
 from buildgen.model.naming import Axis
 
@@ -230,42 +230,60 @@ def _axis_image(
     provides: tuple[Provided, ...] = ()
     if isinstance(spec, (Agent, Gateway)):
         provides = _axis_provides(spec, axis)
-    key = naming.image_key(axis, name, task)
     context, dockerfile = _normalize(context), _normalize(dockerfile)
-    platforms = _platforms(catalog, spec)
-    labels = _labels(catalog, key, spec.version, spec)
-    context_digest, dockerfile_digest = sources.digests(context, dockerfile)
-    digest = inputs.inputs_hash(
-        context=context_digest,
-        dockerfile=dockerfile_digest,
-        dockerfile_inline=None,
-        stage=spec.target,
-        args=args,
-        labels=labels,
-        platforms=platforms,
-        dependencies={},
-    )
-    return PlannedImage(
-        key=key,
-        axis=axis,
-        name=name,
-        task=task,
-        target=naming.bake_target(axis, name, task),
-        repository=naming.repository(prefix, axis, name),
-        tag=task or spec.version or "latest",
-        version=spec.version,
-        platforms=platforms,
+    image = _planned(
+        prefix, axis, name, task, spec.version,
+        platforms=_platforms(catalog, spec),
         context=context,
         dockerfile=dockerfile,
         dockerfile_inline=None,
         stage=spec.target,
         args=args,
-        labels=labels,
+        labels=_labels(catalog, naming.image_key(axis, name, task), spec.version, spec),
         provides=provides,
         cache_from=tuple(spec.cache_from),
         cache_to=tuple(spec.cache_to),
-        inputs=digest,
+    )  # fmt: skip
+    return _hashed(image, *sources.digests(context, dockerfile), dependencies={})
+
+
+def _planned(
+    prefix: str, axis: Axis, name: str, task: str | None, version: str | None, **fields: Any
+) -> PlannedImage:
+    """An image with the names of `axis`, `name` and `task` (naming.py) and `fields`."""
+    return PlannedImage(
+        key=naming.image_key(axis, name, task),
+        axis=axis,
+        name=name,
+        task=task,
+        target=naming.bake_target(axis, name, task),
+        repository=naming.repository(prefix, axis, name),
+        tag=task or version or "latest",
+        version=version,
+        **fields,
     )
+
+
+def _hashed(
+    image: PlannedImage,
+    context: str | None,
+    dockerfile: str | None,
+    *,
+    dependencies: dict[str, str],
+) -> PlannedImage:
+    """`image` with its build-inputs hash, from the digests of its context and Dockerfile and
+    the hashes of what it is built on (inputs.py)."""
+    digest = inputs.inputs_hash(
+        context=context,
+        dockerfile=dockerfile,
+        dockerfile_inline=image.dockerfile_inline,
+        stage=image.stage,
+        args=dict(image.args),
+        labels=dict(image.labels),
+        platforms=image.platforms,
+        dependencies=dependencies,
+    )
+    return replace(image, inputs=digest)
 
 
 def _provided(item: str | ProvidedPath, default_mode: int) -> Provided:
@@ -283,34 +301,23 @@ def _combinations(
         inputs.context_digest(catalog.root / model.pipeline, None) if model.pipeline else ""
     )
     for pairing in catalog.pairings:
-        rule = pairing.rule
         bench = model.benchmarks[pairing.benchmark]
-        agent = model.agents[pairing.agent]
-        gateway = model.gateways[rule.gateway] if rule.gateway else None
         tasks: Sequence[str | None] = (
             catalog.tasks[pairing.benchmark] if bench.tasks is not None else (None,)
         )
         for task in tasks:
-            yield _combination(
-                catalog, prefix, hashes, pairing.benchmark, bench, pairing.agent, agent,
-                rule.gateway, gateway, task, rule.version, pipeline_digest,
-            )  # fmt: skip
+            image = _combination(catalog, prefix, pairing, task)
+            dependencies = {role: hashes[dep] for role, dep in image.contexts.items()}
+            if model.pipeline is not None:
+                dependencies["pipeline"] = pipeline_digest
+            yield _hashed(image, None, None, dependencies=dependencies)
 
 
-def _combination(
-    catalog: Catalog,
-    prefix: str,
-    hashes: Mapping[str, str],
-    bench_name: str,
-    bench: Benchmark,
-    agent_name: str,
-    agent: Agent,
-    gateway_name: str | None,
-    gateway: Gateway | None,
-    task: str | None,
-    version: str | None,
-    pipeline_digest: str,
-) -> PlannedImage:
+def _combination(catalog: Catalog, prefix: str, pairing: Pairing, task: str | None) -> PlannedImage:
+    """The combination image of one pairing (and task), its inputs hash not yet made."""
+    bench_name, agent_name, gateway_name = pairing.benchmark, pairing.agent, pairing.rule.gateway
+    bench, agent = catalog.model.benchmarks[bench_name], catalog.model.agents[agent_name]
+    gateway = catalog.model.gateways[gateway_name] if gateway_name else None
     name = naming.eval_name(bench_name, agent_name)
     key = naming.image_key(Axis.EVAL, name, task)
     contexts = {
@@ -323,11 +330,10 @@ def _combination(
         contexts["gateway"] = naming.image_key(Axis.GATEWAY, gateway_name)
         sources["gateway"] = _axis_provides(gateway, Axis.GATEWAY)
         platforms = [p for p in platforms if p in _platforms(catalog, gateway)]
-    directories, digests = {}, {}
+    directories = {}
     if catalog.model.pipeline is not None:  # a directory laid out as the rootfs has it
         directories["pipeline"] = catalog.model.pipeline
         sources["pipeline"] = (PIPELINE,)
-        digests["pipeline"] = pipeline_digest
     from buildgen.model.combination import combination_dockerfile  # jinja2: combinations only
 
     identity = {
@@ -336,39 +342,20 @@ def _combination(
         "EVAL_AGENT": contexts["agent"],
         "EVAL_GATEWAY": contexts.get("gateway", ""),
     }
-    dockerfile = combination_dockerfile(key, sources, identity)
-    labels = _labels(catalog, key, version, None)
-    digest = inputs.inputs_hash(
-        context=None,
-        dockerfile=None,
-        dockerfile_inline=dockerfile,
-        stage=None,
-        args={},
-        labels=labels,
-        platforms=platforms,
-        dependencies={name: hashes[dep] for name, dep in contexts.items()} | digests,
-    )
-    return PlannedImage(
-        key=key,
-        axis=Axis.EVAL,
-        name=name,
-        task=task,
-        target=naming.bake_target(Axis.EVAL, name, task),
-        repository=naming.repository(prefix, Axis.EVAL, name),
-        tag=task or version or "latest",
-        version=version,
+    version = pairing.rule.version
+    return _planned(
+        prefix, Axis.EVAL, name, task, version,
         platforms=tuple(platforms),
         context=".",
         dockerfile=None,
-        dockerfile_inline=dockerfile,
+        dockerfile_inline=combination_dockerfile(key, sources, identity),
         stage=None,
         args={},
-        labels=labels,
+        labels=_labels(catalog, key, version, None),
         contexts=contexts,
         directories=directories,
         depends_on=tuple(contexts.values()),
-        inputs=digest,
-    )
+    )  # fmt: skip
 
 
 def _axis_provides(spec: Agent | Gateway, axis: Axis) -> tuple[Provided, ...]:
