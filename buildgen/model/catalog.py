@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,9 +33,12 @@ from buildgen.model.catalog_models import (
     Gateway,
     ImageSpec,
     ProvidedPath,
+    Tier,
 )
 from buildgen.model.naming import Axis
 from buildgen.model.platforms import platform_problem
+from buildgen.model.tasks import Subject, Tiering, expand_tiers, is_table, placeholders, read_table
+from buildgen.model.tasks import substitute as substitute_values
 from buildgen.model.yamlsource import Document
 from buildgen.model.yamlsource import Path as YamlPath
 from buildgen.model.yamlsource import load as load_yaml
@@ -79,6 +82,14 @@ class Catalog:
     tasks: Mapping[str, tuple[str, ...]]
     digest: str
     pairings: tuple[Pairing, ...] = ()
+    rows: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+    """benchmark -> task -> its values, for benchmarks whose tasks are a table."""
+    tiers: Mapping[str, Tiering] = field(default_factory=dict)
+    """benchmark -> the tier images its tasks are built on, for benchmarks with tiers."""
+
+    def values(self, benchmark: str, task: str) -> dict[str, str]:
+        """The `{name}` substitutions of one task: its table row, and `task`, its id."""
+        return {**self.rows.get(benchmark, {}).get(task, {}), "task": task}
 
     @property
     def root(self) -> Path:
@@ -112,8 +123,10 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
         path=catalog_path,
         model=model,
         tasks=checker.tasks,
-        digest=_digest(model, checker.tasks),
+        digest=_digest(model, checker.tasks, checker.rows),
         pairings=tuple(checker.pairings),
+        rows=checker.rows,
+        tiers=checker.tiers,
     )
 
 
@@ -121,12 +134,23 @@ def _unreadable(shown: str, message: str) -> CatalogError:
     return CatalogError([Problem(Location(shown, 1, 1), message)])
 
 
-def _digest(model: CatalogModel, tasks: Mapping[str, tuple[str, ...]]) -> str:
+def _digest(
+    model: CatalogModel,
+    tasks: Mapping[str, tuple[str, ...]],
+    rows: Mapping[str, Mapping[str, Mapping[str, str]]],
+) -> str:
     """The digest of what the catalog means; comments and key order don't count."""
     catalog = model.model_dump()
-    if catalog["pipeline"] is None:  # a key added later: catalogs without it keep their digest
+    # Keys added later are left out when unset, so catalogs without them keep their digest.
+    if catalog["pipeline"] is None:
         del catalog["pipeline"]
-    normalized = {"catalog": catalog, "tasks": tasks}
+    for bench in catalog["benchmarks"].values():
+        for later in ("tiers", "from_"):
+            if bench[later] is None:
+                del bench[later]
+    normalized: dict[str, Any] = {"catalog": catalog, "tasks": tasks}
+    if rows:
+        normalized["rows"] = rows
     encoded = json.dumps(normalized, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
@@ -147,6 +171,9 @@ class _Checker:
         self.root = root
         self.problems: list[Problem] = []
         self.tasks: dict[str, tuple[str, ...]] = {}
+        self.rows: dict[str, dict[str, dict[str, str]]] = {}
+        self.tiers: dict[str, Tiering] = {}
+        self._task_locations: dict[str, dict[str, Location]] = {}
         self.pairings: list[Pairing] = []
         self._checked_paths: dict[tuple[str, str], str | None] = {}
 
@@ -213,7 +240,7 @@ class _Checker:
         loc = tuple(p for p in loc if p not in ("str", "list[str]"))
         if kind == "extra_forbidden":
             record = _record_at(loc[:-1])
-            allowed = sorted(record.model_fields) if record else []
+            allowed = sorted(f.alias or n for n, f in record.model_fields.items()) if record else []
             hint = difflib.get_close_matches(str(loc[-1]), allowed, 1)
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             known = f" (known keys: {', '.join(allowed)})" if allowed and not hint else ""
@@ -265,10 +292,120 @@ class _Checker:
         if templated and not per_task:
             where = "context" if TASK_PLACEHOLDER in spec.context else "dockerfile"
             self.add((*base, where), f"'{TASK_PLACEHOLDER}' is only for per-task benchmarks")
-        elif templated:
-            self._sources(spec, base, self.tasks.get(name, ()))
+        elif per_task and (templated or name in self.rows):
+            columns = self._columns(name)
+            self._placeholders(spec, base, columns | {"task"}, "the task table")
+            self._sources(spec, base, [self._values(name, t) for t in self.tasks.get(name, ())])
         else:
-            self._sources(spec, base, (None,))
+            self._sources(spec, base, [{}])
+        if isinstance(spec, Benchmark):
+            self._tiers(name, spec, base)
+        self._image_rules(spec, base)
+        if isinstance(spec, (Agent, Gateway)):
+            self._provides(spec.provides, (*base, "provides"))
+
+    def _values(self, benchmark: str, task: str) -> dict[str, str]:
+        return {**self.rows.get(benchmark, {}).get(task, {}), "task": task}
+
+    def _columns(self, benchmark: str) -> set[str]:
+        rows = self.rows.get(benchmark, {})
+        return set(next(iter(rows.values()), {})) if rows else set()
+
+    def _placeholders(self, spec: ImageSpec, base: YamlPath, known: set[str], where: str) -> None:
+        """Every `{name}` in context, dockerfile and args is one of `known`."""
+        texts: list[tuple[YamlPath, str]] = [((*base, "context"), spec.context)]
+        if spec.dockerfile:
+            texts.append(((*base, "dockerfile"), spec.dockerfile))
+        texts += [((*base, "args", arg), value) for arg, value in spec.args.items()]
+        for path, text in texts:
+            for name in placeholders(text):
+                if name not in known:
+                    shown = ", ".join(sorted(known))
+                    self.add(path, f"'{{{name}}}' is not a column of {where} (it has: {shown})")
+
+    def _tiers(self, name: str, bench: Benchmark, base: YamlPath) -> None:
+        """The benchmark's tiers: each one well formed, and what the tasks make of them."""
+        tiers = bench.tiers or {}
+        if bench.tiers is not None and bench.tasks is None:
+            self.add((*base, "tiers"), "tiers are for per-task benchmarks (add `tasks`)")
+            return
+        if bench.tiers is not None and bench.from_ is None:
+            self.add(base, "a benchmark with tiers needs `from`: the tier its tasks are built on")
+            return
+        if bench.from_ is not None and bench.tiers is None:
+            self.add((*base, "from"), "`from` names a tier, and this benchmark has no `tiers`")
+            return
+        if bench.from_ is None:
+            return
+        if isinstance(bench.tasks, str) and is_table(bench.tasks) and name not in self.rows:
+            return  # the table's own problems are reported; its columns are not known
+        columns, broken = self._columns(name), False
+        for tier_name, tier in tiers.items():
+            where: YamlPath = (*base, "tiers", tier_name)
+            problem = naming.axis_name_problem(tier_name)
+            if problem:
+                self.add(where, f"tier {problem}", key=True)
+            self._image_rules(tier, where)
+            if tier.key is not None and tier.key not in columns:
+                self.add((*where, "key"), f"key {tier.key!r} is not a column of the task table"
+                         + ("" if name in self.rows else " (the tasks are no table)"))  # fmt: skip
+                broken = True
+                continue
+            known = {tier.key} if tier.key is not None else set()
+            self._placeholders(tier, where, known, f"tier {tier_name!r} (only its key is)")
+        self._tier_platforms(bench, base)
+        if broken:
+            return  # what the tiers expand to depends on their keys
+        locations = self._task_locations.get(name, {})
+
+        def problem_at(subject: Subject, message: str) -> None:
+            kind, about = subject
+            if kind == "task" and about in locations:
+                self.problems.append(Problem(locations[about], message))
+            elif kind == "from":
+                where = (*base, "from") if about is None else (*base, "tiers", about, "from")
+                self.add(where, message)
+            else:
+                self.add((*base, "tiers", about) if about in tiers else base, message, key=True)
+
+        tiering = expand_tiers(tiers, bench.from_, self.tasks.get(name, ()),
+                               self.rows.get(name, {}), problem_at)  # fmt: skip
+        self.tiers[name] = tiering
+        for (tier_name, value), _parent in tiering.images.items():
+            if value is not None:
+                problem = naming.task_id_problem(value)
+                if problem:
+                    self.add((*base, "tiers", tier_name, "key"), f"a value of the key: {problem}")
+                    continue
+            tier = tiers[tier_name]
+            values = {tier.key: value} if tier.key is not None and value is not None else {}
+            self._sources(tier, (*base, "tiers", tier_name), [values])
+
+    def _tier_platforms(self, bench: Benchmark, base: YamlPath) -> None:
+        """Each image is built for platforms its tier below has: a tier image for one
+        platform cannot be the FROM of another's build."""
+        top = self.doc.data.get("platforms") if isinstance(self.doc.data, dict) else None
+        default = (
+            set(top) if isinstance(top, list) and all(isinstance(p, str) for p in top) else None
+        )
+        tiers = bench.tiers or {}
+
+        def of(spec: ImageSpec) -> set[str] | None:
+            return set(spec.platforms) if spec.platforms is not None else default
+
+        built: list[tuple[YamlPath, ImageSpec, str | None]] = [(base, bench, bench.from_)]
+        built += [((*base, "tiers", n), t, t.from_) for n, t in tiers.items()]
+        for where, spec, below in built:
+            if below not in tiers:
+                continue
+            mine, theirs = of(spec), of(tiers[below])
+            if mine is not None and theirs is not None and not mine <= theirs:
+                missing = ", ".join(sorted(mine - theirs))
+                at = (*where, "platforms") if spec.platforms is not None else where
+                self.add(at, f"built for {missing}, which tier {below!r} below it is not")
+
+    def _image_rules(self, spec: ImageSpec, base: YamlPath) -> None:
+        """What every image's entry must hold beyond its structure."""
         if spec.version is not None and not semver.Version.is_valid(spec.version):
             self.add(
                 (*base, "version"),
@@ -284,20 +421,21 @@ class _Checker:
         for label in spec.labels:
             if not label:
                 self.add((*base, "labels"), "a label name must not be empty")
-        if isinstance(spec, (Agent, Gateway)):
-            self._provides(spec.provides, (*base, "provides"))
 
-    def _sources(self, spec: ImageSpec, base: YamlPath, tasks: Sequence[str | None]) -> None:
-        """The context directory and Dockerfile exist (for every task, when they name one)."""
+    def _sources(
+        self, spec: ImageSpec, base: YamlPath, substitutions: Sequence[Mapping[str, str]]
+    ) -> None:
+        """The context directory and Dockerfile exist, for every task (or tier value) when they
+        name one: `substitutions` are their `{name}` values."""
         before = len(self.problems)
-        for task in tasks:
+        for values in substitutions:
             if len(self.problems) - before >= 5:
                 self.add((*base, "context"), "... (further tasks not checked)")
                 return
-            context = spec.context if task is None else spec.context.replace(TASK_PLACEHOLDER, task)
-            dockerfile = spec.dockerfile or f"{spec.context.rstrip('/')}/Dockerfile"
-            if task is not None:
-                dockerfile = dockerfile.replace(TASK_PLACEHOLDER, task)
+            context = substitute_values(spec.context, values)
+            dockerfile = substitute_values(
+                spec.dockerfile or f"{spec.context.rstrip('/')}/Dockerfile", values
+            )
             found = self._directory(context, (*base, "context"), "context directory")
             if found is not None or spec.dockerfile:
                 where = (*base, "dockerfile") if spec.dockerfile else (*base, "context")
@@ -363,8 +501,9 @@ class _Checker:
         return self._checked_paths[cache_key]
 
     def _tasks(self, benchmark: str, tasks: str | list[str], path: YamlPath) -> None:
+        rows: dict[str, dict[str, str]] = {}
         if isinstance(tasks, str):
-            ids = self._task_file(tasks, path)
+            ids = self._task_file(tasks, path, rows)
             if ids is None:
                 return
         else:
@@ -385,8 +524,14 @@ class _Checker:
         if not ids:
             self.add(path, f"benchmark {benchmark!r} is per-task but its task list is empty")
         self.tasks[benchmark] = tuple(seen)
+        self._task_locations[benchmark] = seen
+        if isinstance(tasks, str) and is_table(tasks):
+            self.rows[benchmark] = {task: rows[task] for task in seen}
 
-    def _task_file(self, relative: str, path: YamlPath) -> list[tuple[str, Location]] | None:
+    def _task_file(
+        self, relative: str, path: YamlPath, rows: dict[str, dict[str, str]]
+    ) -> list[tuple[str, Location]] | None:
+        """The ids of a task file, each where it stands; a table's rows go into `rows`."""
         problem = self._path_problem(relative, "file")
         if problem:
             self.add(path, f"task list {relative!r} {problem}")
@@ -397,6 +542,15 @@ class _Checker:
         except (OSError, UnicodeDecodeError) as exc:
             self.add(path, f"cannot read task list {relative!r}: {exc}")
             return None
+        if is_table(relative):
+            table = read_table(text, os.path.splitext(relative)[1])
+            for number, column, message in table.problems:
+                self.problems.append(Problem(Location(shown, number, column), message))
+            if table.problems:
+                return None
+            for row in table.rows:
+                rows.setdefault(row.id, dict(row.values))
+            return [(row.id, Location(shown, row.line, row.column)) for row in table.rows]
         ids = []
         for number, line in enumerate(text.splitlines(), start=1):
             content = line.split("#", 1)[0]
@@ -548,6 +702,8 @@ def _record_at(path: YamlPath) -> type[BaseModel] | None:
         return SECTIONS[str(path[0])][1]
     if len(path) == 2 and path[0] == "combinations":
         return Combination
+    if len(path) == 4 and path[0] == "benchmarks" and path[2] == "tiers":
+        return Tier
     return None
 
 

@@ -64,15 +64,47 @@ class ImageSpec(_Model):
     )
 
 
+_FROM_DOC = (
+    "The tier this is built on. Its Dockerfile names it as a stage (`FROM <tier>`): bake "
+    "passes that tier's image (for a keyed tier, the one of this task's or image's value) as "
+    "the build context of that name."
+)
+
+
+class Tier(ImageSpec):
+    """A lower tier of a per-task benchmark (e.g. a base, then one environment per key)."""
+
+    from_: str | None = Field(default=None, alias="from", description=_FROM_DOC)
+    key: str | None = Field(
+        default=None,
+        description="A column of the task table: the tier is one image per distinct value the "
+        "tasks built on it have, tagged with that value; '{<column>}' stands for the value in "
+        "context, dockerfile and args. Without a key the tier is one image.",
+        examples=["env"],
+    )
+
+
 class Benchmark(ImageSpec):
     """A benchmark: one shared environment image, or one image per task."""
 
     tasks: str | list[str] | None = Field(
         default=None,
-        description="Per-task benchmark: a file (one task id per line, '#' comments) relative "
-        "to the catalog, or an inline list. One image per task, benchmarks/<b>:<task>, "
-        "built with the build argument TASK_ID.",
-        examples=["tasks/swe-bench.txt", ["task-1", "task-2"]],
+        description="Per-task benchmark: a file relative to the catalog, or an inline list of "
+        "task ids. A .tsv, .csv or .jsonl file is a table with a column 'id' (the task id) "
+        "whose columns are '{<column>}' substitutions in context, dockerfile and args; any "
+        "other file holds one task id per line ('#' comments). One image per task, "
+        "benchmarks/<b>:<task>, built with the build argument TASK_ID.",
+        examples=["tasks/swe-bench.txt", "tasks/swe-bench.tsv", ["task-1", "task-2"]],
+    )
+    tiers: dict[str, Tier] | None = Field(
+        default=None,
+        description="Per-task benchmark: the images the tasks are built on, by tier name "
+        "(benchmarks/<b>/<tier>[:<value>]), each built from the tier it names in `from`.",
+    )
+    from_: str | None = Field(
+        default=None,
+        alias="from",
+        description="Per-task benchmark with tiers: the tier every task is built on. " + _FROM_DOC,
     )
 
 

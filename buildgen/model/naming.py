@@ -99,6 +99,11 @@ def eval_name(benchmark: str, agent: str) -> str:
     return f"{benchmark}--{agent}"
 
 
+def tier_name(benchmark: str, tier: str) -> str:
+    """The name of a benchmark's tier images: benchmarks/<b>/<tier>[:<value>] are their keys."""
+    return f"{benchmark}/{tier}"
+
+
 def repository(prefix: str, axis: Axis, name: str) -> str:
     """The full repository of an image, e.g. ghcr.io/acme/evals/agents/claude-code."""
     return f"{prefix.rstrip('/')}/{axis.value}/{name}"
@@ -108,10 +113,11 @@ def bake_target(axis: Axis, name: str, task: str | None = None) -> str:
     """The bake target name of an image: its key with '/' and ':' spelled '--'.
 
     Bake target names allow only [a-zA-Z0-9_-]. Axis names never contain '--' or '__', so '.'
-    in an axis name is spelled '__' without ambiguity. A task id may contain anything a tag may;
-    one with a '.' gets it spelled '_' plus a short hash of the id to stay unique.
+    in an axis name is spelled '__' without ambiguity, and the '/' of a tier's name (<b>/<tier>)
+    '---' (a task id never starts with '-'). A task id may contain anything a tag may; one with
+    a '.' gets it spelled '_' plus a short hash of the id to stay unique.
     """
-    parts = [axis.value, name.replace(".", "__")]
+    parts = [axis.value, name.replace(".", "__").replace("/", "---")]
     if task is not None:
         if "." in task:
             digest = hashlib.sha256(task.encode()).hexdigest()[:8]

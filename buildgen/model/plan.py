@@ -17,10 +17,11 @@ from typing import Any
 
 from buildgen.errors import UsageError
 from buildgen.model import inputs, naming
-from buildgen.model.catalog import TASK_PLACEHOLDER, Catalog, Pairing
+from buildgen.model.catalog import Catalog, Pairing
 from buildgen.model.catalog_models import Agent, Gateway, ImageSpec, ProvidedPath
 from buildgen.model.fusion import DEFAULT_MODES, PIPELINE, Provided
 from buildgen.model.naming import Axis
+from buildgen.model.tasks import TierImage, substitute
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class PlannedImage:
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     inputs: str = ""  # build-inputs hash (inputs.py), filled in by make_plan
+    tier: str | None = None  # a benchmark's lower tier (name "<b>/<tier>"), not an axis image
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ class PlannedImage:
             "cache_from": list(self.cache_from),
             "cache_to": list(self.cache_to),
             "inputs": self.inputs,
-        }
+        } | ({"tier": self.tier} if self.tier is not None else {})
 
 
 @dataclass(frozen=True)
@@ -164,9 +166,18 @@ def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
     for name, bench in sorted(model.benchmarks.items()):
         if bench.tasks is None:
             yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench)
-        else:
-            for task in catalog.tasks[name]:
-                yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench, task)
+            continue
+        tiering = catalog.tiers.get(name)
+        made: dict[TierImage, PlannedImage] = {}
+        for (tier, value), below in (tiering.images if tiering else {}).items():
+            parent = None if below is None else (below[0], made[below])
+            made[tier, value] = _tier_image(catalog, prefix, sources, name, tier, value, parent)
+            yield made[tier, value]
+        for task in catalog.tasks[name]:
+            on = None
+            if tiering is not None and bench.from_ is not None:
+                on = (bench.from_, made[tiering.tasks[task]])
+            yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench, task, on)
     for name, agent in sorted(model.agents.items()):
         yield _axis_image(catalog, prefix, sources, Axis.AGENT, name, agent)
     for name, gateway in sorted(model.gateways.items()):
@@ -218,19 +229,63 @@ def _axis_image(
     name: str,
     spec: ImageSpec,
     task: str | None = None,
+    parent: tuple[str, PlannedImage] | None = None,
 ) -> PlannedImage:
+    """An axis image (a benchmark's task when `task`, built on `parent`: its tier's name and
+    image)."""
     args = dict(spec.args)
-    if task is not None:
-        args["TASK_ID"] = task
-    context = spec.context
-    dockerfile = spec.dockerfile or _join(spec.context, "Dockerfile")
+    values: dict[str, str] = {}
     if task is not None:  # a per-task benchmark may give each task its own context
-        context = context.replace(TASK_PLACEHOLDER, task)
-        dockerfile = dockerfile.replace(TASK_PLACEHOLDER, task)
+        values = catalog.values(name, task)
+        if name in catalog.rows:  # a task table's columns stand in the build arguments too
+            args = {arg: substitute(value, values) for arg, value in args.items()}
+        args["TASK_ID"] = task
     provides: tuple[Provided, ...] = ()
     if isinstance(spec, (Agent, Gateway)):
         provides = _axis_provides(spec, axis)
-    context, dockerfile = _normalize(context), _normalize(dockerfile)
+    return _built(catalog, prefix, sources, axis, name, spec, task, values, args, provides, parent)
+
+
+def _tier_image(
+    catalog: Catalog,
+    prefix: str,
+    sources: _Sources,
+    bench: str,
+    tier_name: str,
+    value: str | None,
+    parent: tuple[str, PlannedImage] | None,
+) -> PlannedImage:
+    """The image of a benchmark's tier (for `value` of its key), built on `parent`."""
+    tiers = catalog.model.benchmarks[bench].tiers or {}
+    tier = tiers[tier_name]
+    values = {tier.key: value} if tier.key is not None and value is not None else {}
+    args = {arg: substitute(text, values) for arg, text in tier.args.items()}
+    name = naming.tier_name(bench, tier_name)
+    image = _built(catalog, prefix, sources, Axis.BENCHMARK, name, tier, value, values, args, (),
+                   parent)  # fmt: skip
+    return replace(image, tier=tier_name)
+
+
+def _built(
+    catalog: Catalog,
+    prefix: str,
+    sources: _Sources,
+    axis: Axis,
+    name: str,
+    spec: ImageSpec,
+    task: str | None,
+    values: Mapping[str, str],
+    args: dict[str, str],
+    provides: tuple[Provided, ...],
+    parent: tuple[str, PlannedImage] | None,
+) -> PlannedImage:
+    """An image built from a context and Dockerfile of the catalog (`values`: their `{name}`
+    substitutions), on `parent` (the named context its Dockerfile's FROM uses) when given."""
+    context = _normalize(substitute(spec.context, values))
+    dockerfile = _normalize(
+        substitute(spec.dockerfile or _join(spec.context, "Dockerfile"), values)
+    )
+    contexts = {} if parent is None else {parent[0]: parent[1].key}
     image = _planned(
         prefix, axis, name, task, spec.version,
         platforms=_platforms(catalog, spec),
@@ -240,11 +295,14 @@ def _axis_image(
         stage=spec.target,
         args=args,
         labels=_labels(catalog, naming.image_key(axis, name, task), spec.version, spec),
+        contexts=contexts,
+        depends_on=tuple(contexts.values()),
         provides=provides,
         cache_from=tuple(spec.cache_from),
         cache_to=tuple(spec.cache_to),
     )  # fmt: skip
-    return _hashed(image, *sources.digests(context, dockerfile), dependencies={})
+    dependencies = {} if parent is None else {parent[0]: parent[1].inputs}
+    return _hashed(image, *sources.digests(context, dockerfile), dependencies=dependencies)
 
 
 def _planned(

@@ -53,7 +53,7 @@ def test_an_empty_lockfile_has_only_its_version() -> None:
 )  # fmt: skip
 def test_a_broken_entry_is_named(change: dict[str, object], message: str) -> None:
     text = _text({"benchmarks/b": ENTRY, "agents/a": {**ENTRY, **change}})
-    with pytest.raises(UsageError, match="^x: ") as caught:
+    with pytest.raises(UsageError, match=r"^x: ") as caught:
         lockfile.parse(text, "x")
     assert message in str(caught.value)
 
