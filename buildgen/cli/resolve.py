@@ -9,7 +9,8 @@ import sys
 
 from buildgen.cli.common import add_eval_flags, add_lock_flag, checked_platform
 from buildgen.crane.resolve import Pinned, resolve, to_env
-from buildgen.model import lockfile
+from buildgen.errors import UsageError
+from buildgen.model import lockfile, naming
 from buildgen.model.naming import Axis, image_key
 
 DESCRIPTION = (
@@ -40,6 +41,14 @@ def run(args: argparse.Namespace, passthrough: list[str]) -> int:
 def pin(args: argparse.Namespace, platform: str, *, runner: bool) -> list[Pinned]:
     """The images --benchmark (--task), --agent and --gateway name, and the crane runner's when
     `runner`, pinned for `platform` by the lockfile of --catalog (or --lock)."""
+    for flag, name in (("--benchmark", args.benchmark), ("--agent", args.agent),
+                       ("--gateway", args.gateway)):  # fmt: skip
+        # A tier's images (benchmarks/<b>/<tier>) are built on, never run: no name reaches them.
+        problem = naming.axis_name_problem(name) if name is not None else None
+        if problem:
+            raise UsageError(f"{flag}: {problem}")
+    if args.task is not None and naming.task_id_problem(args.task):
+        raise UsageError(f"--task: {naming.task_id_problem(args.task)}")
     roles = [
         ("benchmark", image_key(Axis.BENCHMARK, args.benchmark, args.task)),
         ("agent", image_key(Axis.AGENT, args.agent)),

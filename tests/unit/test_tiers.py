@@ -139,3 +139,11 @@ def test_a_catalog_without_tiers_keeps_its_digest_and_hashes(tmp_path: Path) -> 
     plan = make_plan(load_catalog(write(tmp_path, catalog.replace("tasks.tsv", "tasks.txt"),
                                         "t-1\n", "tasks.txt")))  # fmt: skip
     assert plan.images[0].args == {"REPO": "{repo}", "TASK_ID": "t-1"}
+
+
+def test_resolve_reaches_no_tier_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tier images are pinned in the lockfile but are not axis images: no name resolves one."""
+    args = ["resolve", "--catalog", str(write(tmp_path)), "--agent", "a", "--platform",
+            "linux/amd64"]  # fmt: skip
+    assert main([*args, "--benchmark", "swe/env", "--task", "py39"]) == 2
+    assert "--benchmark: name 'swe/env' is not a valid name" in capsys.readouterr().err
