@@ -16,9 +16,12 @@ def generate_catalog(
     registry: str = "r.example/evals",
     task_platforms: str = "[linux/amd64]",
     per_task_contexts: bool = False,
+    environments: int = 0,
 ) -> Path:
     """A catalog with one per-task benchmark of `tasks` tasks, `agents` agents, one gateway and,
-    optionally, pre-baked combinations of one agent with every task."""
+    optionally, pre-baked combinations of one agent with every task. With `environments`, the
+    benchmark is built in tiers as SWE-bench is: one base, that many environments (task i on
+    environment i mod N), from a task table."""
     for context in ("bench", "agent", "gateway"):
         (root / context).mkdir(parents=True, exist_ok=True)
         (root / context / "Dockerfile").write_text(DOCKERFILE)
@@ -29,6 +32,16 @@ def generate_catalog(
             (root / "repos" / task).mkdir(parents=True, exist_ok=True)
             (root / "repos" / task / "task.txt").write_text(f"{task}\n")
     (root / "tasks.txt").write_text("# generated\n" + "\n".join(ids) + "\n")
+    tiers: list[str] = []
+    if environments:
+        envs = [f"env-{e:03d}" for e in range(environments)]
+        for directory in ("base", *(f"envs/{env}" for env in envs)):
+            (root / directory).mkdir(parents=True, exist_ok=True)
+            (root / directory / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+        rows = "".join(f"{task}\t{envs[i % environments]}\n" for i, task in enumerate(ids))
+        (root / "tasks.tsv").write_text(f"id\tenv\n{rows}")
+        tiers = ["    tiers:", "      base: {context: base}",
+                 "      env: {from: base, key: env, context: 'envs/{env}'}", "    from: env"]  # fmt: skip
     lines = [
         "version: 1",
         f"registry: {registry}",
@@ -40,7 +53,8 @@ def generate_catalog(
         "    version: 1.0.0",
         f"    platforms: {task_platforms}",
         "    args: {PYTHON: '3.11'}",
-        "    tasks: tasks.txt",
+        f"    tasks: {'tasks.tsv' if environments else 'tasks.txt'}",
+        *tiers,
         "agents:",
         *(f"  agent-{a}: {{context: agent, version: 1.0.{a}}}" for a in range(agents)),
         "gateways:",
