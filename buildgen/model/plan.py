@@ -12,7 +12,6 @@ import logging
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from buildgen.errors import UsageError
@@ -160,36 +159,39 @@ def _check_targets(images: Iterable[PlannedImage]) -> None:
 
 def _expand(catalog: Catalog, prefix: str) -> Iterable[PlannedImage]:
     model = catalog.model
-    sources = _Sources(catalog.root)
+    builder = _Builder(catalog, prefix)
     for name, spec in sorted(model.core.items()):
-        yield _axis_image(catalog, prefix, sources, Axis.CORE, name, spec)
+        yield _axis_image(builder, Axis.CORE, name, spec)
     for name, bench in sorted(model.benchmarks.items()):
         if bench.tasks is None:
-            yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench)
+            yield _axis_image(builder, Axis.BENCHMARK, name, bench)
             continue
         tiering = catalog.tiers.get(name)
         made: dict[TierImage, PlannedImage] = {}
         for (tier, value), below in (tiering.images if tiering else {}).items():
             parent = None if below is None else (below[0], made[below])
-            made[tier, value] = _tier_image(catalog, prefix, sources, name, tier, value, parent)
+            made[tier, value] = _tier_image(builder, name, tier, value, parent)
             yield made[tier, value]
         for task in catalog.tasks[name]:
             on = None
             if tiering is not None and bench.from_ is not None:
                 on = (bench.from_, made[tiering.tasks[task]])
-            yield _axis_image(catalog, prefix, sources, Axis.BENCHMARK, name, bench, task, on)
+            yield _axis_image(builder, Axis.BENCHMARK, name, bench, task, on)
     for name, agent in sorted(model.agents.items()):
-        yield _axis_image(catalog, prefix, sources, Axis.AGENT, name, agent)
+        yield _axis_image(builder, Axis.AGENT, name, agent)
     for name, gateway in sorted(model.gateways.items()):
-        yield _axis_image(catalog, prefix, sources, Axis.GATEWAY, name, gateway)
+        yield _axis_image(builder, Axis.GATEWAY, name, gateway)
 
 
-class _Sources:
-    """Digests of contexts and Dockerfiles, each computed once per plan (many per-task images
-    share one context)."""
+class _Builder:
+    """What every image of one plan is made with: the catalog, the registry prefix, and the
+    digests of contexts and Dockerfiles, each computed once (many per-task images share one
+    context)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, catalog: Catalog, prefix: str) -> None:
+        self.catalog = catalog
+        self.prefix = prefix
+        self.root = catalog.root
         self._seen: dict[tuple[str, str], tuple[str, str]] = {}
 
     def digests(self, context: str, dockerfile: str) -> tuple[str, str]:
@@ -222,9 +224,7 @@ def _labels(
 
 
 def _axis_image(
-    catalog: Catalog,
-    prefix: str,
-    sources: _Sources,
+    builder: _Builder,
     axis: Axis,
     name: str,
     spec: ImageSpec,
@@ -236,40 +236,36 @@ def _axis_image(
     args = dict(spec.args)
     values: dict[str, str] = {}
     if task is not None:  # a per-task benchmark may give each task its own context
-        values = catalog.values(name, task)
-        if name in catalog.rows:  # a task table's columns stand in the build arguments too
+        values = builder.catalog.values(name, task)
+        if name in builder.catalog.rows:  # a task table's columns stand in the build arguments too
             args = {arg: substitute(value, values) for arg, value in args.items()}
         args["TASK_ID"] = task
     provides: tuple[Provided, ...] = ()
     if isinstance(spec, (Agent, Gateway)):
         provides = _axis_provides(spec, axis)
-    return _built(catalog, prefix, sources, axis, name, spec, task, values, args, provides, parent)
+    return _built(builder, axis, name, spec, task, values, args, provides, parent)
 
 
 def _tier_image(
-    catalog: Catalog,
-    prefix: str,
-    sources: _Sources,
+    builder: _Builder,
     bench: str,
     tier_name: str,
     value: str | None,
     parent: tuple[str, PlannedImage] | None,
 ) -> PlannedImage:
     """The image of a benchmark's tier (for `value` of its key), built on `parent`."""
-    tiers = catalog.model.benchmarks[bench].tiers or {}
+    tiers = builder.catalog.model.benchmarks[bench].tiers or {}
     tier = tiers[tier_name]
     values = {tier.key: value} if tier.key is not None and value is not None else {}
     args = {arg: substitute(text, values) for arg, text in tier.args.items()}
     name = naming.tier_name(bench, tier_name)
-    image = _built(catalog, prefix, sources, Axis.BENCHMARK, name, tier, value, values, args, (),
+    image = _built(builder, Axis.BENCHMARK, name, tier, value, values, args, (),
                    parent)  # fmt: skip
     return replace(image, tier=tier_name)
 
 
 def _built(
-    catalog: Catalog,
-    prefix: str,
-    sources: _Sources,
+    builder: _Builder,
     axis: Axis,
     name: str,
     spec: ImageSpec,
@@ -287,14 +283,14 @@ def _built(
     )
     contexts = {} if parent is None else {parent[0]: parent[1].key}
     image = _planned(
-        prefix, axis, name, task, spec.version,
-        platforms=_platforms(catalog, spec),
+        builder.prefix, axis, name, task, spec.version,
+        platforms=_platforms(builder.catalog, spec),
         context=context,
         dockerfile=dockerfile,
         dockerfile_inline=None,
         stage=spec.target,
         args=args,
-        labels=_labels(catalog, naming.image_key(axis, name, task), spec.version, spec),
+        labels=_labels(builder.catalog, naming.image_key(axis, name, task), spec.version, spec),
         contexts=contexts,
         depends_on=tuple(contexts.values()),
         provides=provides,
@@ -302,7 +298,7 @@ def _built(
         cache_to=tuple(spec.cache_to),
     )  # fmt: skip
     dependencies = {} if parent is None else {parent[0]: parent[1].inputs}
-    return _hashed(image, *sources.digests(context, dockerfile), dependencies=dependencies)
+    return _hashed(image, *builder.digests(context, dockerfile), dependencies=dependencies)
 
 
 def _planned(
