@@ -371,11 +371,15 @@ def compare_locks(direct: Path, proxied: Path, direct_host: str, proxy_host: str
     a = json.loads(direct.read_text())
     b = json.loads(proxied.read_text().replace(proxy_host, direct_host))
     if a != b:
-        keys = sorted(k for k in {*a["images"], *b["images"]} if a["images"].get(k) != b["images"].get(k))
+        keys = sorted(
+            k for k in {*a["images"], *b["images"]} if a["images"].get(k) != b["images"].get(k)
+        )
         header = {k: (a.get(k), b.get(k)) for k in a if k != "images" and a.get(k) != b.get(k)}
         first = keys[0] if keys else None
-        sys.exit(f"{proxied} is not {direct} with {proxy_host} for {direct_host}: header {header}, "
-                 f"{len(keys)} entries differ, e.g. {first}: {a['images'].get(first)} vs {b['images'].get(first)}")
+        sys.exit(
+            f"{proxied} is not {direct} with {proxy_host} for {direct_host}: header {header}, "
+            f"{len(keys)} entries differ, e.g. {first}: {a['images'].get(first)} vs {b['images'].get(first)}"
+        )
 
 
 def effective_cores() -> float:
