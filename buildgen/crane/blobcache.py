@@ -36,7 +36,7 @@ from pathlib import Path
 
 from buildgen.errors import ExternalToolError
 from buildgen.registry import RegistryClient, RegistryError
-from buildgen.registry.media import split_digest
+from buildgen.registry.media import check_digest, split_digest
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class BlobCache:
         sources: dict[str, list[str]] = {}
         sizes: dict[str, int] = {}
         for item in items:
-            split_digest(item.digest)
+            check_digest(item.digest)
             if sizes.setdefault(item.digest, item.size) != item.size:
                 raise ValueError(
                     f"blob {item.digest} is listed with two sizes: "

@@ -27,11 +27,7 @@ def native_platform() -> str | None:
 def runnable_platforms(binfmt: Path) -> list[str]:
     """This machine's platform, then each one an enabled binfmt_misc handler runs."""
     found = [p for p in (native_platform(),) if p]
-    try:
-        handlers = sorted(binfmt.glob("qemu-*"))
-    except OSError:
-        handlers = []
-    for handler in handlers:
+    for handler in sorted(binfmt.glob("qemu-*")):  # none when binfmt_misc is not mounted
         try:
             enabled = handler.read_text().startswith("enabled")
         except OSError:
@@ -46,10 +42,27 @@ def check_runnable(platform: str, image_platforms: list[str] | None = None) -> N
     """UsageError (exit 2) unless this machine can run `platform`, naming the platforms the
     image has (when known) and the machine's."""
     runnable = runnable_platforms(BINFMT)
-    if platform in runnable:
+    if any(_runs(machine, platform) for machine in runnable):
         return
     has = f"; the image has {', '.join(image_platforms)}" if image_platforms else ""
     raise UsageError(
         f"this machine cannot run {platform}{has}; it runs {', '.join(runnable) or 'nothing known'}"
         f" ({os.uname().machine}, and the binfmt_misc handlers in {BINFMT})"
     )
+
+
+def _runs(machine: str, platform: str) -> bool:
+    """Whether a machine of platform `machine` runs images of `platform`: the same one; a
+    variant of amd64 or arm64 (amd64/v2, arm64/v8); an older arm (arm/v6 on arm/v7); 386 on
+    amd64."""
+    if machine == platform:
+        return True
+    m_os, m_arch, *m_variant = machine.split("/")
+    p_os, p_arch, *p_variant = platform.split("/")
+    if m_os != p_os:
+        return False
+    if m_arch == p_arch:
+        if p_arch in ("amd64", "arm64"):
+            return True
+        return p_arch == "arm" and (p_variant or ["v7"]) <= (m_variant or ["v7"])
+    return (m_arch, p_arch) == ("amd64", "386")

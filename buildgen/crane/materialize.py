@@ -63,11 +63,6 @@ class Pulled:
             yield fetches.path(ref.digest), media_type, diff_id
 
 
-def _repository_of(reference: str) -> str:
-    """The repository of `repo[:tag]@digest` (a tag next to a digest is ignored, as docker does)."""
-    return parse_reference(reference).repository
-
-
 def _mirrored(repository: str, mirrors: Sequence[str]) -> list[str]:
     """The same repository path on each mirror registry (a pull-through cache of the origin)."""
     path = parse_repository(repository).path
@@ -94,7 +89,7 @@ def pull(
 ) -> Pulled:
     """Fetch one image's platform manifest and config into the cache, verified; the layers
     are fetched by the caller (`BlobCache.prefetch`), so that unpacking overlaps downloading."""
-    repository = _repository_of(pinned.reference)
+    repository = parse_reference(pinned.reference).repository  # a tag beside the digest: ignored
     manifest = _manifest(client, repository, pinned.platform_digest, mirrors)
     data = manifest.json()
     config_ref = data["config"]

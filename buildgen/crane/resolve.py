@@ -59,8 +59,8 @@ def resolve(lock: Lockfile, roles: Sequence[tuple[str, str]], platform: str) -> 
             )
         try:  # the digests and the reference are checked before anything is pulled
             repository = parse_reference(entry.reference).repository
-            reference, platform_digest = f"{repository}@{check_digest(entry.digest)}", pin.digest
-            check_digest(platform_digest)
+            reference = f"{repository}@{check_digest(entry.digest)}"
+            platform_digest = check_digest(pin.digest)
         except ValueError as exc:
             raise UsageError(f"{role}: {key}: a malformed lockfile entry ({exc})") from None
         pinned.append(

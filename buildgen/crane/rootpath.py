@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -186,16 +187,18 @@ def copy_files_out(root: Path, path: str, dest: Path) -> list[str]:
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for name in sorted(os.listdir(dir_fd)):
-            try:
+            try:  # the type first: opening a device or FIFO may do something
+                if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    continue
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                              dir_fd=dir_fd)  # fmt: skip
-            except OSError:  # a symlink (ELOOP), or gone
-                continue
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
+            except OSError:  # a symlink swapped in (ELOOP), or gone
                 continue
             with os.fdopen(fd, "rb") as source:
-                (dest / name).write_bytes(source.read())
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue  # replaced between the two looks
+                with (dest / name).open("wb") as target:  # in pieces: a log may be large
+                    shutil.copyfileobj(source, target, 1 << 20)
             copied.append(name)
     finally:
         os.close(dir_fd)

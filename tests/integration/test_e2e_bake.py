@@ -128,7 +128,7 @@ def test_per_task_combination(pushed: str, tmp_path: Path) -> None:
 
 
 def test_crane_runner_carries_buildgen(pushed: str, tmp_path: Path) -> None:
-    rootfs = unpack(f"{pushed}/core/crane-runner:0.2.0", "amd64", tmp_path)
+    rootfs = unpack(f"{pushed}/core/crane-runner:0.2.1", "amd64", tmp_path)
     assert (rootfs / "opt/buildgen/buildgen/cli/__init__.py").is_file()
     assert (rootfs / "usr/bin/bwrap").is_file()  # the locally made base image, with bubblewrap
     assert (rootfs / "opt/buildgen/pipeline/opt/eval/run").is_file()  # the eval pipeline

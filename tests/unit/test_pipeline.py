@@ -90,3 +90,21 @@ def test_runnable_platforms_are_the_machines_and_binfmt_handlers(
         "this machine cannot run linux/s390x; the image has linux/amd64, linux/s390x; it runs "
         "linux/amd64, linux/arm64"
     )
+
+
+@pytest.mark.parametrize(
+    ("machine_platform", "platform", "runs"),
+    [
+        ("linux/amd64", "linux/amd64/v2", True),
+        ("linux/arm64", "linux/arm64/v8", True),
+        ("linux/amd64", "linux/386", True),
+        ("linux/arm/v7", "linux/arm/v6", True),
+        ("linux/arm/v6", "linux/arm/v7", False),
+        ("linux/amd64", "linux/arm64", False),
+        ("linux/386", "linux/amd64", False),
+    ],
+)
+def test_a_machine_runs_variants_of_its_own_platform(
+    machine_platform: str, platform: str, runs: bool
+) -> None:
+    assert machine._runs(machine_platform, platform) is runs

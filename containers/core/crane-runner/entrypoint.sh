@@ -142,8 +142,7 @@ materialize() {
     # An overlay rootfs when this container may mount (it goes away with the container),
     # else a copy of the unpacked image.
     [ "${EVAL_OVERLAY:-1}" = 0 ] || set -- "$@" --overlay
-    [ ! -d "$PIPELINE" ] || set -- "$@" --pipeline "$PIPELINE"
-    set -- "$@" --runnable
+    set -- "$@" --pipeline "$PIPELINE" --runnable
     if [ "$mode" = env ]; then
         set -- "$@" --from-env
     else
@@ -159,33 +158,35 @@ materialize() {
 OUTPUT=${EVAL_OUTPUT:-/output}
 BWRAP_NAMESPACES="--unshare-pid --unshare-ipc --unshare-uts --unshare-net --unshare-cgroup-try"
 
-# The images used, from the record, for result.json: {role: {key, reference, manifest}}.
-images_used() {
-    python3 -c 'import json, sys
-record = json.load(open(sys.argv[1]))
-print(json.dumps({role: {k: entry[k] for k in ("key", "reference", "manifest")}
-                  for role, entry in sorted(record["images"].items())}, sort_keys=True))' "$RECORD"
-}
-
-# Note in the record which sandbox runs the eval, and why.
+# Note in the record which sandbox runs the eval, and why; print the images used, for
+# result.json: {role: {key, reference, manifest}}.
 record_sandbox() {
-    python3 -c 'import json, os, sys
-path, kind, reason = sys.argv[1:]
-record = json.load(open(path))
+    PYTHONPATH=$IMAGE_PYTHONPATH python3 -c 'import json, sys
+from pathlib import Path
+from buildgen.fsutil import write_atomic
+path, kind, reason = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+record = json.loads(path.read_text())
 record["sandbox"] = {"kind": kind, "reason": reason}
-with open(path + ".tmp", "w") as out:
-    out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
-os.replace(path + ".tmp", path)' "$RECORD" "$1" "$2"
+write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+print(json.dumps({role: {k: entry[k] for k in ("key", "reference", "manifest")}
+                  for role, entry in sorted(record["images"].items())}, sort_keys=True))' \
+        "$RECORD" "$1" "$2"
 }
 
 # The pipeline's environment, one NAME=VALUE a line: the eval's identity, nothing of the
 # runner's (no credentials, no cache or lockfile paths).
 eval_env() {
+    for value in "$benchmark_key" "$task" "$agent_key" "$gateway_key" "$images" \
+        "${EVAL_AGENT_TIMEOUT:-600}"; do
+        case $value in *"$NL"*) die "a value for the pipeline's environment has a newline" ;; esac
+    done
     printf '%s\n' "PATH=/usr/local/bin:/usr/bin:/bin" "EVAL_MODE=crane" "EVAL_SANDBOX=$1" \
         "EVAL_BENCHMARK=$benchmark_key" "EVAL_TASK=$task" "EVAL_AGENT=$agent_key" \
         "EVAL_GATEWAY=$gateway_key" "EVAL_IMAGES=$images" "EVAL_OUTPUT=/output" \
         "EVAL_AGENT_TIMEOUT=${EVAL_AGENT_TIMEOUT:-600}"
 }
+NL='
+'
 
 # bubblewrap: the rootfs as /, a fresh /proc, a minimal /dev, /output bound from the runner;
 # new mount, pid, ipc, uts, network (loopback only) and cgroup namespaces.
@@ -194,13 +195,14 @@ run_bwrap() {
     # shellcheck disable=SC2086  # the namespace flags are words
     set -- --bind "$ROOTFS" / --proc /proc --dev /dev --bind "$OUTPUT" /output \
         $BWRAP_NAMESPACES --die-with-parent --new-session --clearenv --chdir /
-    set +f
-    pairs=$(eval_env bwrap)
+    pairs=$(eval_env bwrap) || exit
+    # In its own pid namespace, the pipeline may sweep the agent's processes with kill(-1).
+    pairs="$pairs${NL}EVAL_PID_NAMESPACE=own"
     old_ifs=$IFS
-    IFS='
-'
+    IFS=$NL
     for pair in $pairs; do set -- "$@" --setenv "${pair%%=*}" "${pair#*=}"; done
     IFS=$old_ifs
+    set +f
     exec bwrap "$@" /opt/eval/run
 }
 
@@ -228,16 +230,18 @@ prepare_chroot() {
 # chroot: the runner's own namespaces; the rootfs's /output is copied out afterwards.
 run_chroot() {
     prepare_chroot
-    pairs=$(eval_env chroot)
-    # The runner is pid 1 (docker run): its pid namespace holds nothing but the eval, so the
-    # pipeline may sweep the agent's leftovers with kill(-1) as the agent's uid (no /proc here).
-    [ "$$" -ne 1 ] || pairs="$pairs
-EVAL_PID_NAMESPACE=own"
+    pairs=$(eval_env chroot) || exit
+    # The runner is pid 1, or the child of a container's init (docker run [--init]): its pid
+    # namespace holds nothing but the eval, so the pipeline may sweep the agent's leftovers with
+    # kill(-1) as the agent's uid (there is no /proc in the chroot).
+    init=$(cat /proc/1/comm 2>/dev/null || true)
+    case "$$:$init" in
+        1:* | *:docker-init | *:tini | *:dumb-init | *:catatonit) pairs="$pairs${NL}EVAL_PID_NAMESPACE=own" ;;
+    esac
     chroot=$(command -v chroot) || die "no chroot here (coreutils)"
     status=0
     # shellcheck disable=SC2086  # one NAME=VALUE a line
-    (IFS='
-'; exec env -i $pairs "$chroot" "$ROOTFS" /opt/eval/run) || status=$?
+    (IFS=$NL; set -f; exec env -i $pairs "$chroot" "$ROOTFS" /opt/eval/run) || status=$?
     # The files the pipeline wrote, read from fds inside the rootfs (no link followed out).
     PYTHONPATH=$IMAGE_PYTHONPATH python3 -c 'import sys
 from pathlib import Path
@@ -248,10 +252,8 @@ copy_files_out(Path(sys.argv[1]), "/output/task", Path(sys.argv[2]))' "$ROOTFS" 
 }
 
 run_eval() {
-    [ -f "$ROOTFS/opt/eval/run" ] || die "the rootfs has no /opt/eval/run (the eval pipeline)"
-    real_dirs output  # bwrap binds /output over it; chroot copies it out
+    real_dirs output proc dev  # bwrap binds or mounts over them; chroot copies /output out
     mkdir -p "$OUTPUT"
-    images=$(images_used)
     kind=${EVAL_SANDBOX:-auto}
     reason="asked for (EVAL_SANDBOX=$kind)"
     if [ "$kind" = auto ]; then
@@ -268,7 +270,7 @@ run_eval() {
         set +f
     fi
     log "sandbox: $kind ($reason)"
-    record_sandbox "$kind" "$reason"
+    images=$(record_sandbox "$kind" "$reason") || die "cannot write the record $RECORD"
     log "running the eval: /opt/eval/run, output in $OUTPUT/task"
     if [ "$kind" = bwrap ]; then run_bwrap; else run_chroot; fi
 }

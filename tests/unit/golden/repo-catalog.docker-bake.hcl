@@ -30,11 +30,11 @@ target "core--crane-runner" {
   }
   labels = {
     "org.opencontainers.image.title" = "core/crane-runner"
-    "org.opencontainers.image.version" = "0.2.0"
+    "org.opencontainers.image.version" = "0.2.1"
     "org.opencontainers.image.vendor" = "acme"
   }
   platforms = ["linux/amd64"]
-  tags = ["ghcr.io/acme/evals/core/crane-runner:0.2.0"]
+  tags = ["ghcr.io/acme/evals/core/crane-runner:0.2.1"]
 }
 
 target "agents--echo-agent" {
