@@ -309,7 +309,9 @@ def bake(bake_run: BakeRun, client: RegistryClient | None = None) -> Results | N
     path = results_path(options.out.resolve(), options.platform)
     results = load_existing(path, plan.registry, plan.catalog.digest, options.platform or "all")
     for image in bake_run.unchanged:
-        digest = str(parse_reference(options.prebuilt[image.key]).digest)
+        digest = parse_reference(options.prebuilt[image.key]).digest
+        if digest is None:  # `published` gives repository@digest references only
+            raise ValueError(f"{image.key}: prebuilt {options.prebuilt[image.key]} has no digest")
         results.images[image.key] = ImageResult(
             image.key, image.repository, image.inputs, {}, unchanged=digest
         )

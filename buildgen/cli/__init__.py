@@ -81,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("buildgen: interrupted\n")
         return 130
     except Exception as exc:
-        # The registry client's errors (exit 3). Its package is imported only by the verbs that
-        # talk to a registry (httpx and its dependencies are most of buildgen's start-up), so a
-        # RegistryError can only be raised once the module is loaded.
+        # The registry client's errors (exit 3). The registry package may import nothing of
+        # buildgen (so RegistryError is no BuildgenError), and the verbs that never touch it
+        # (validate, plan, schema, matrix: httpx is most of buildgen's start-up) do not load
+        # it, so a RegistryError can only be raised once its module is loaded.
         errors = sys.modules.get("buildgen.registry.errors")
         if errors is None or not isinstance(exc, errors.RegistryError):
             raise

@@ -47,8 +47,9 @@ def pin(args: argparse.Namespace, platform: str, *, runner: bool) -> list[Pinned
         problem = naming.axis_name_problem(name) if name is not None else None
         if problem:
             raise UsageError(f"{flag}: {problem}")
-    if args.task is not None and naming.task_id_problem(args.task):
-        raise UsageError(f"--task: {naming.task_id_problem(args.task)}")
+    task_problem = naming.task_id_problem(args.task) if args.task is not None else None
+    if task_problem:
+        raise UsageError(f"--task: {task_problem}")
     roles = [
         ("benchmark", image_key(Axis.BENCHMARK, args.benchmark, args.task)),
         ("agent", image_key(Axis.AGENT, args.agent)),

@@ -37,7 +37,16 @@ from buildgen.model.catalog_models import (
 )
 from buildgen.model.naming import Axis
 from buildgen.model.platforms import platform_problem
-from buildgen.model.tasks import Subject, Tiering, expand_tiers, is_table, placeholders, read_table
+from buildgen.model.tasks import (
+    Subject,
+    Tiering,
+    expand_tiers,
+    is_table,
+    placeholders,
+    read_table,
+    task_values,
+    tier_values,
+)
 from buildgen.model.tasks import substitute as substitute_values
 from buildgen.model.yamlsource import Document
 from buildgen.model.yamlsource import Path as YamlPath
@@ -89,7 +98,7 @@ class Catalog:
 
     def values(self, benchmark: str, task: str) -> dict[str, str]:
         """The `{name}` substitutions of one task: its table row, and `task`, its id."""
-        return {**self.rows.get(benchmark, {}).get(task, {}), "task": task}
+        return task_values(self.rows.get(benchmark, {}).get(task), task)
 
     @property
     def root(self) -> Path:
@@ -174,6 +183,8 @@ class _Checker:
         self.rows: dict[str, dict[str, dict[str, str]]] = {}
         self.tiers: dict[str, Tiering] = {}
         self._task_locations: dict[str, dict[str, Location]] = {}
+        self._columns: dict[str, tuple[str, ...]] = {}  # of each task table read
+        self.default_platforms: list[str] | None = None
         self.pairings: list[Pairing] = []
         self._checked_paths: dict[tuple[str, str], str | None] = {}
 
@@ -194,6 +205,9 @@ class _Checker:
             if problem:
                 self.add(("registry",), problem)
         self._platforms(data.get("platforms"), ("platforms",))
+        top = data.get("platforms")
+        well_formed = isinstance(top, list) and top and all(isinstance(p, str) for p in top)
+        self.default_platforms = top if well_formed else None
         if isinstance(data.get("pipeline"), str):
             self._directory(data["pipeline"], ("pipeline",), "pipeline directory")
         # With problems in the structure, each entry that is well formed by itself is still
@@ -215,10 +229,8 @@ class _Checker:
         if model is not None:
             self._combinations(model.combinations, specs, model.platforms)
         elif isinstance(rules, list):
-            top = data.get("platforms")
-            well_formed = isinstance(top, list) and top and all(isinstance(p, str) for p in top)
-            default = top if well_formed else None
-            self._combinations([_valid(Combination, rule) for rule in rules], specs, default)
+            rules_seen = [_valid(Combination, rule) for rule in rules]
+            self._combinations(rules_seen, specs, self.default_platforms)
         return model
 
     # -- structure ---------------------------------------------------------------------------
@@ -293,9 +305,12 @@ class _Checker:
             where = "context" if TASK_PLACEHOLDER in spec.context else "dockerfile"
             self.add((*base, where), f"'{TASK_PLACEHOLDER}' is only for per-task benchmarks")
         elif per_task and (templated or name in self.rows):
-            columns = self._columns(name)
-            self._placeholders(spec, base, columns | {"task"}, "the task table")
-            self._sources(spec, base, [self._values(name, t) for t in self.tasks.get(name, ())])
+            table = name in self.rows  # a plain list's args are taken as written
+            known = {*self._columns.get(name, ()), "task"}
+            where = "the task table" if table else "this benchmark (its tasks are no table)"
+            self._placeholders(spec, base, known, where, args=table)
+            rows = self.rows.get(name, {})
+            self._sources(spec, base, [task_values(rows.get(t), t) for t in self.tasks[name]])
         else:
             self._sources(spec, base, [{}])
         if isinstance(spec, Benchmark):
@@ -304,31 +319,55 @@ class _Checker:
         if isinstance(spec, (Agent, Gateway)):
             self._provides(spec.provides, (*base, "provides"))
 
-    def _values(self, benchmark: str, task: str) -> dict[str, str]:
-        return {**self.rows.get(benchmark, {}).get(task, {}), "task": task}
-
-    def _columns(self, benchmark: str) -> set[str]:
-        rows = self.rows.get(benchmark, {})
-        return set(next(iter(rows.values()), {})) if rows else set()
-
-    def _placeholders(self, spec: ImageSpec, base: YamlPath, known: set[str], where: str) -> None:
-        """Every `{name}` in context, dockerfile and args is one of `known`."""
+    def _placeholders(
+        self, spec: ImageSpec, base: YamlPath, known: set[str], where: str, *, args: bool = True
+    ) -> None:
+        """Every `{name}` in context, dockerfile (and args) is one of `known`."""
         texts: list[tuple[YamlPath, str]] = [((*base, "context"), spec.context)]
         if spec.dockerfile:
             texts.append(((*base, "dockerfile"), spec.dockerfile))
-        texts += [((*base, "args", arg), value) for arg, value in spec.args.items()]
+        if args:
+            texts += [((*base, "args", arg), value) for arg, value in spec.args.items()]
         for path, text in texts:
             for name in placeholders(text):
                 if name not in known:
-                    shown = ", ".join(sorted(known))
-                    self.add(path, f"'{{{name}}}' is not a column of {where} (it has: {shown})")
+                    shown = ", ".join(f"{{{k}}}" for k in sorted(known)) or "none"
+                    self.add(
+                        path, f"'{{{name}}}' is not a substitution of {where} (it has: {shown})"
+                    )
 
     def _tiers(self, name: str, bench: Benchmark, base: YamlPath) -> None:
         """The benchmark's tiers: each one well formed, and what the tasks make of them."""
         tiers = bench.tiers or {}
+        columns = self._columns.get(name)
+        broken = False  # what the tiers expand to cannot be known
+        for tier_name, tier in tiers.items():
+            where: YamlPath = (*base, "tiers", tier_name)
+            problem = naming.axis_name_problem(tier_name)
+            if problem:
+                self.add(where, f"tier {problem}", key=True)
+            self._image_rules(tier, where)
+            if tier.key is not None and columns is not None and tier.key not in columns:
+                self.add((*where, "key"), f"key {tier.key!r} is not a column of the task table")
+                broken = True
+            elif tier.key is not None and columns is None and name not in self.rows:
+                broken = True  # no table (said below), or a broken one (its problems are said)
+            else:
+                known = {tier.key} if tier.key is not None else set()
+                what = f"tier {tier_name!r} (only its key is)"
+                self._placeholders(tier, where, known, what)
         if bench.tiers is not None and bench.tasks is None:
             self.add((*base, "tiers"), "tiers are for per-task benchmarks (add `tasks`)")
             return
+        keyed = [n for n, t in tiers.items() if t.key is not None]
+        if (
+            keyed
+            and bench.tasks is not None
+            and not (isinstance(bench.tasks, str) and is_table(bench.tasks))
+        ):
+            self.add((*base, "tasks"), f"tier {keyed[0]!r} has a key: the tasks must be a table "
+                     "(.tsv, .csv or .jsonl) with that column")  # fmt: skip
+            broken = True
         if bench.tiers is not None and bench.from_ is None:
             self.add(base, "a benchmark with tiers needs `from`: the tier its tasks are built on")
             return
@@ -337,61 +376,37 @@ class _Checker:
             return
         if bench.from_ is None:
             return
-        if isinstance(bench.tasks, str) and is_table(bench.tasks) and name not in self.rows:
-            return  # the table's own problems are reported; its columns are not known
-        columns, broken = self._columns(name), False
-        for tier_name, tier in tiers.items():
-            where: YamlPath = (*base, "tiers", tier_name)
-            problem = naming.axis_name_problem(tier_name)
-            if problem:
-                self.add(where, f"tier {problem}", key=True)
-            self._image_rules(tier, where)
-            if tier.key is not None and tier.key not in columns:
-                self.add((*where, "key"), f"key {tier.key!r} is not a column of the task table"
-                         + ("" if name in self.rows else " (the tasks are no table)"))  # fmt: skip
-                broken = True
-                continue
-            known = {tier.key} if tier.key is not None else set()
-            self._placeholders(tier, where, known, f"tier {tier_name!r} (only its key is)")
         self._tier_platforms(bench, base)
-        if broken:
-            return  # what the tiers expand to depends on their keys
+        if broken or name not in self.tasks:
+            return
         locations = self._task_locations.get(name, {})
 
         def problem_at(subject: Subject, message: str) -> None:
             kind, about = subject
-            if kind == "task" and about in locations:
-                self.problems.append(Problem(locations[about], message))
+            if kind == "task":
+                self.problems.append(Problem(locations[str(about)], message))
             elif kind == "from":
                 where = (*base, "from") if about is None else (*base, "tiers", about, "from")
                 self.add(where, message)
             else:
                 self.add((*base, "tiers", about) if about in tiers else base, message, key=True)
 
-        tiering = expand_tiers(tiers, bench.from_, self.tasks.get(name, ()),
-                               self.rows.get(name, {}), problem_at)  # fmt: skip
+        tiering = expand_tiers(tiers, bench.from_, self.tasks[name], self.rows.get(name, {}),
+                               problem_at)  # fmt: skip
         self.tiers[name] = tiering
-        for (tier_name, value), _parent in tiering.images.items():
-            if value is not None:
-                problem = naming.task_id_problem(value)
-                if problem:
-                    self.add((*base, "tiers", tier_name, "key"), f"a value of the key: {problem}")
-                    continue
-            tier = tiers[tier_name]
-            values = {tier.key: value} if tier.key is not None and value is not None else {}
-            self._sources(tier, (*base, "tiers", tier_name), [values])
+        for tier_name, tier in tiers.items():
+            values = [tier_values(tier, v) for t, v in tiering.images if t == tier_name]
+            self._sources(tier, (*base, "tiers", tier_name), values)
 
     def _tier_platforms(self, bench: Benchmark, base: YamlPath) -> None:
         """Each image is built for platforms its tier below has: a tier image for one
         platform cannot be the FROM of another's build."""
-        top = self.doc.data.get("platforms") if isinstance(self.doc.data, dict) else None
-        default = (
-            set(top) if isinstance(top, list) and all(isinstance(p, str) for p in top) else None
-        )
+        default = self.default_platforms
         tiers = bench.tiers or {}
 
         def of(spec: ImageSpec) -> set[str] | None:
-            return set(spec.platforms) if spec.platforms is not None else default
+            platforms = spec.platforms if spec.platforms is not None else default
+            return set(platforms) if platforms is not None else None
 
         built: list[tuple[YamlPath, ImageSpec, str | None]] = [(base, bench, bench.from_)]
         built += [((*base, "tiers", n), t, t.from_) for n, t in tiers.items()]
@@ -503,7 +518,7 @@ class _Checker:
     def _tasks(self, benchmark: str, tasks: str | list[str], path: YamlPath) -> None:
         rows: dict[str, dict[str, str]] = {}
         if isinstance(tasks, str):
-            ids = self._task_file(tasks, path, rows)
+            ids = self._task_file(benchmark, tasks, path, rows)
             if ids is None:
                 return
         else:
@@ -529,7 +544,7 @@ class _Checker:
             self.rows[benchmark] = {task: rows[task] for task in seen}
 
     def _task_file(
-        self, relative: str, path: YamlPath, rows: dict[str, dict[str, str]]
+        self, benchmark: str, relative: str, path: YamlPath, rows: dict[str, dict[str, str]]
     ) -> list[tuple[str, Location]] | None:
         """The ids of a task file, each where it stands; a table's rows go into `rows`."""
         problem = self._path_problem(relative, "file")
@@ -548,6 +563,7 @@ class _Checker:
                 self.problems.append(Problem(Location(shown, number, column), message))
             if table.problems:
                 return None
+            self._columns[benchmark] = table.columns
             for row in table.rows:
                 rows.setdefault(row.id, dict(row.values))
             return [(row.id, Location(shown, row.line, row.column)) for row in table.rows]

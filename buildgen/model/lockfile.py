@@ -82,7 +82,7 @@ class LockEntry:
                 media_type=_string(data["mediaType"], "mediaType"),
                 platforms={
                     str(platform): PlatformPin(
-                        _string(pin["digest"], f"{platform} digest"), _size(pin.get("size", 0))
+                        _string(pin["digest"], f"{platform} digest"), _size(pin["size"])
                     )
                     for platform, pin in platforms.items()
                 },

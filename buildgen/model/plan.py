@@ -20,7 +20,7 @@ from buildgen.model.catalog import Catalog, Pairing
 from buildgen.model.catalog_models import Agent, Gateway, ImageSpec, ProvidedPath
 from buildgen.model.fusion import DEFAULT_MODES, PIPELINE, Provided
 from buildgen.model.naming import Axis
-from buildgen.model.tasks import TierImage, substitute
+from buildgen.model.tasks import TierImage, substitute, tier_values
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +191,14 @@ class _Builder:
     def __init__(self, catalog: Catalog, prefix: str) -> None:
         self.catalog = catalog
         self.prefix = prefix
-        self.root = catalog.root
         self._seen: dict[tuple[str, str], tuple[str, str]] = {}
 
     def digests(self, context: str, dockerfile: str) -> tuple[str, str]:
         key = (context, dockerfile)
         if key not in self._seen:
-            path = self.root / dockerfile
+            path = self.catalog.root / dockerfile
             self._seen[key] = (
-                inputs.context_digest(self.root / context, path),
+                inputs.context_digest(self.catalog.root / context, path),
                 inputs.file_digest(path),
             )
         return self._seen[key]
@@ -256,12 +255,11 @@ def _tier_image(
     """The image of a benchmark's tier (for `value` of its key), built on `parent`."""
     tiers = builder.catalog.model.benchmarks[bench].tiers or {}
     tier = tiers[tier_name]
-    values = {tier.key: value} if tier.key is not None and value is not None else {}
+    values = tier_values(tier, value)
     args = {arg: substitute(text, values) for arg, text in tier.args.items()}
     name = naming.tier_name(bench, tier_name)
-    image = _built(builder, Axis.BENCHMARK, name, tier, value, values, args, (),
-                   parent)  # fmt: skip
-    return replace(image, tier=tier_name)
+    return _built(builder, Axis.BENCHMARK, name, tier, value, values, args, (), parent,
+                  tier=tier_name)  # fmt: skip
 
 
 def _built(
@@ -274,6 +272,7 @@ def _built(
     args: dict[str, str],
     provides: tuple[Provided, ...],
     parent: tuple[str, PlannedImage] | None,
+    tier: str | None = None,
 ) -> PlannedImage:
     """An image built from a context and Dockerfile of the catalog (`values`: their `{name}`
     substitutions), on `parent` (the named context its Dockerfile's FROM uses) when given."""
@@ -296,6 +295,7 @@ def _built(
         provides=provides,
         cache_from=tuple(spec.cache_from),
         cache_to=tuple(spec.cache_to),
+        tier=tier,
     )  # fmt: skip
     dependencies = {} if parent is None else {parent[0]: parent[1].inputs}
     return _hashed(image, *builder.digests(context, dockerfile), dependencies=dependencies)
@@ -320,16 +320,16 @@ def _planned(
 
 def _hashed(
     image: PlannedImage,
-    context: str | None,
-    dockerfile: str | None,
+    context_digest: str | None,
+    dockerfile_digest: str | None,
     *,
     dependencies: dict[str, str],
 ) -> PlannedImage:
     """`image` with its build-inputs hash, from the digests of its context and Dockerfile and
     the hashes of what it is built on (inputs.py)."""
     digest = inputs.inputs_hash(
-        context=context,
-        dockerfile=dockerfile,
+        context=context_digest,
+        dockerfile=dockerfile_digest,
         dockerfile_inline=image.dockerfile_inline,
         stage=image.stage,
         args=dict(image.args),
@@ -391,7 +391,7 @@ def _combination(catalog: Catalog, prefix: str, pairing: Pairing, task: str | No
     from buildgen.model.combination import combination_dockerfile  # jinja2: combinations only
 
     identity = {
-        "EVAL_BENCHMARK": contexts["benchmark"].split(":", 1)[0],
+        "EVAL_BENCHMARK": naming.image_key(Axis.BENCHMARK, bench_name),
         "EVAL_TASK": task or "",
         "EVAL_AGENT": contexts["agent"],
         "EVAL_GATEWAY": contexts.get("gateway", ""),

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from buildgen.model import naming
 from buildgen.model.catalog_models import Tier
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
@@ -41,6 +42,16 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
     if "{" not in text:
         return text
     return PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def tier_values(tier: Tier, value: str | None) -> dict[str, str]:
+    """The `{name}` substitutions of a tier's image: its key's value, when it has a key."""
+    return {tier.key: value} if tier.key is not None and value is not None else {}
+
+
+def task_values(row: Mapping[str, str] | None, task: str) -> dict[str, str]:
+    """The `{name}` substitutions of one task: its table row (if any), and `task`, its id."""
+    return {**(row or {}), "task": task}
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ def read_table(text: str, suffix: str) -> Table:
             table.problems.append(
                 (1, 1, f"column {name!r} is not a name: letters, digits and '_', not a digit first")
             )
+        elif name == "task":
+            table.problems.append((1, 1, "a column may not be named 'task': {task} is the id"))
     return table
 
 
@@ -172,6 +185,7 @@ def expand_tiers(
     if chain is None:
         return tiering
     below: dict[TierImage, TierImage | None] = {}
+    conflicted: set[TierImage] = set()
     for task in tasks:
         row = values.get(task, {})
         images: list[TierImage] = []
@@ -184,12 +198,18 @@ def expand_tiers(
                     f"task {task!r} has no value for {key!r}, the key of tier {name!r}",
                 )
                 break
+            bad = naming.task_id_problem(value) if value is not None else None
+            if bad:  # the value becomes the image's tag
+                problem(("task", task), f"the value of {key!r}, the key of tier {name!r}: "
+                        + bad.replace("task id", "tag", 1))  # fmt: skip
+                break
             images.append((name, value))
         else:
             tiering.tasks[task] = images[0]
             for image, parent in zip(images, [*images[1:], None], strict=True):
                 known = below.setdefault(image, parent)
-                if known != parent:
+                if known != parent and image not in conflicted:  # said once per image
+                    conflicted.add(image)
                     problem(("task", task), f"tier image {_shown(image)} would be built on both "
                             f"{_shown(known)} and {_shown(parent)}")  # fmt: skip
     # Lowest first: the order of the chain, from its end.

@@ -344,7 +344,10 @@ def check_remote(
     for key in keys:
         entry = images[key]
         image = by_key.get(key)
-        reference = parse_reference(entry.reference)
+        try:
+            reference = parse_reference(entry.reference)
+        except ValueError as exc:
+            raise UsageError(f"{key}: a malformed lockfile entry ({exc})") from None
         repository = reference.repository if image is None else image.repository
         pins.append((repository, entry.digest))
         tags.append((repository, reference.tag or "latest"))

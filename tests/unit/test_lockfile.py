@@ -45,6 +45,7 @@ def test_an_empty_lockfile_has_only_its_version() -> None:
         ({"digest": 7}, "agents/a: a malformed lockfile entry (digest is not a string: 7)"),
         ({"platforms": None}, "agents/a: a malformed lockfile entry (no platforms)"),
         ({"platforms": {"linux/amd64": {"size": 1}}}, "(no 'digest')"),
+        ({"platforms": {"linux/amd64": {"digest": DIGEST}}}, "(no 'size')"),
         ({"platforms": {"linux/amd64": {"digest": DIGEST, "size": -1}}}, "size is not a whole"),
         ({"platforms": {"linux/amd64": {"digest": DIGEST, "size": True}}}, "size is not a whole"),
         ({"reference": None}, "reference is not a string"),

@@ -94,15 +94,16 @@ def test_a_parent_change_changes_exactly_what_is_built_on_it(tmp_path: Path) -> 
         (CATALOG.replace("    from: env\n", "    from: base\n"), TABLE,
          ["catalog.yaml:9:7: tier 'env' is not used: no task is built on it"]),
         (CATALOG.replace('args: {REPO: "{repo}"}', 'args: {REPO: "{repository}"}'), TABLE,
-         ["catalog.yaml:12:18: '{repository}' is not a column of the task table (it has: env, "
-          "id, repo, task)"]),
+         ["catalog.yaml:12:18: '{repository}' is not a substitution of the task table (it has: {env}, "
+          "{id}, {repo}, {task})"]),
         (CATALOG.replace("    from: env\n", ""), TABLE,
          ["catalog.yaml:6:5: a benchmark with tiers needs `from`: the tier its tasks are built "
           "on"]),
         (CATALOG.replace("{context: base}", "{context: base, platforms: [linux/amd64]}"), TABLE,
          ["catalog.yaml:9:12: built for linux/arm64, which tier 'base' below it is not"]),
         (CATALOG, "id\tenv\trepo\nt-1\tpy39\n", ["tasks.tsv:2:1: 2 fields where the header has 3"]),
-        (CATALOG, "task\tenv\nt-1\tpy39\n", ["tasks.tsv:1:1: the task table has no column 'id'"]),
+        (CATALOG, "task\tenv\nt-1\tpy39\n", ["tasks.tsv:1:1: the task table has no column 'id'",
+          "tasks.tsv:1:1: a column may not be named 'task': {task} is the id"]),
         (CATALOG.replace("key: env,", "key: env, kye: 1,"), TABLE,
          ["catalog.yaml:9:35: unknown key 'kye'; did you mean 'key'?"]),
     ],
@@ -147,3 +148,60 @@ def test_resolve_reaches_no_tier_image(tmp_path: Path, capsys: pytest.CaptureFix
             "linux/amd64"]  # fmt: skip
     assert main([*args, "--benchmark", "swe/env", "--task", "py39"]) == 2
     assert "--benchmark: name 'swe/env' is not a valid name" in capsys.readouterr().err
+
+
+def _problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], catalog: str, table: str
+) -> list[str]:
+    path = write(tmp_path, catalog, table)
+    assert main(["validate", "--catalog", str(path)]) == 2
+    return [line.replace(f"{tmp_path}/", "") for line in capsys.readouterr().err.splitlines()][:-1]
+
+
+def test_a_bad_value_of_a_key_is_reported_on_its_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = _problems(tmp_path, capsys, CATALOG, TABLE.replace("t-2\tpy39", "t-2\t.py39"))
+    assert shown == ["tasks.tsv:3:1: the value of 'env', the key of tier 'env': tag '.py39' is "
+                     "not a valid tag: use letters, digits, '_', '.' and '-', not starting with "
+                     "'.' or '-'"]  # fmt: skip
+
+
+def test_missing_tier_contexts_are_capped_like_tasks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"t-{i}\tnone{i}\tr\n" for i in range(12))
+    shown = _problems(tmp_path, capsys, CATALOG, f"id\tenv\trepo\n{rows}")
+    assert len(shown) == 6 and shown[-1].endswith("... (further tasks not checked)"), shown
+
+
+def test_without_from_the_tiers_are_still_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = CATALOG.replace("    from: env\n", "").replace("key: env,", "key: nope,")
+    shown = _problems(tmp_path, capsys, catalog, TABLE)
+    assert any("key 'nope' is not a column" in line for line in shown), shown
+    assert any("needs `from`" in line for line in shown), shown
+
+
+def test_a_keyed_tier_needs_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = CATALOG.replace("tasks: tasks.tsv", "tasks: [t-1]")
+    assert _problems(tmp_path, capsys, catalog, TABLE) == [
+        "catalog.yaml:6:12: tier 'env' has a key: the tasks must be a table (.tsv, .csv or "
+        ".jsonl) with that column"]  # fmt: skip
+
+
+def test_a_conflict_is_reported_once_per_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = CATALOG.replace("{context: base}", "{context: base, key: os}")
+    rows = "".join(f"t-{i}\tpy39\td\t{'debian' if i == 0 else 'ubuntu'}\n" for i in range(5))
+    shown = _problems(tmp_path, capsys, catalog, f"id\tenv\trepo\tos\n{rows}")
+    assert len([line for line in shown if "would be built on both" in line]) == 1, shown
+
+
+def test_a_header_without_rows_is_an_empty_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = _problems(tmp_path, capsys, CATALOG, "id\tenv\trepo\n")
+    assert not any("is not a column" in line for line in shown), shown
